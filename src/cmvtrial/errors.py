@@ -1,0 +1,153 @@
+"""Domain errors: every refusal cmvtrial gives has a stable code, a human message and details.
+
+The hierarchy::
+
+    CmvtrialError
+    ├── InvalidInput            bad input; nothing changed            (HTTP 422, exit 2)
+    │   ├── ProtocolInvalid     a protocol file with problems, each with its location
+    │   ├── UnitError           a unit the quantity does not accept
+    │   └── OutOfRange          a value outside its hard limits
+    ├── NotFound                the thing named does not exist        (HTTP 404, exit 1)
+    ├── Forbidden               the actor's role or site does not allow it (HTTP 403, exit 1)
+    ├── Refused                 allowed in general, not in this state (HTTP 409, exit 1)
+    │   ├── AlreadyExists
+    │   ├── AlreadyInitialised
+    │   ├── NotEligible
+    │   ├── AlreadyRandomized
+    │   └── OutsideVisitWindow
+    ├── AuthenticationFailed    wrong user name or password           (HTTP 401, exit 1)
+    ├── DatabaseError           the database cannot serve the request (HTTP 503, exit 1)
+    │   ├── DatabaseUrlInvalid
+    │   ├── DatabaseUnavailable
+    │   ├── DatabaseNotInitialised
+    │   └── DatabaseLocked
+    └── AuditChainBroken        the audit trail fails verification    (HTTP 500, exit 1)
+
+Adapters map the families to exit codes and HTTP statuses through ``exit_code`` and
+``http_status``; anything that is not a ``CmvtrialError`` reaching a user is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CmvtrialError(Exception):
+    """Base of every domain error."""
+
+    code: ClassVar[str] = "cmvtrial_error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as plain data, for JSON output and problem+json bodies."""
+        return {"code": self.code, "detail": self.message, **self.details}
+
+
+class InvalidInput(CmvtrialError):
+    code = "invalid_input"
+    http_status = 422
+    exit_code = 2
+
+
+class ProtocolInvalid(InvalidInput):
+    """A protocol file that cannot be used; ``problems`` lists every one with its location."""
+
+    code = "protocol_invalid"
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
+        super().__init__(message, **details)
+        self.problems: list[dict[str, Any]] = problems or []
+        self.details["problems"] = self.problems
+
+
+class UnitError(InvalidInput):
+    code = "unit_error"
+
+
+class OutOfRange(InvalidInput):
+    code = "out_of_range"
+
+
+class NotFound(CmvtrialError):
+    code = "not_found"
+    http_status = 404
+
+
+class Forbidden(CmvtrialError):
+    code = "forbidden"
+    http_status = 403
+
+
+class Refused(CmvtrialError):
+    code = "refused"
+    http_status = 409
+
+
+class AlreadyExists(Refused):
+    code = "already_exists"
+
+
+class AlreadyInitialised(Refused):
+    code = "already_initialised"
+
+
+class NotEligible(Refused):
+    code = "not_eligible"
+
+
+class AlreadyRandomized(Refused):
+    code = "already_randomized"
+
+
+class OutsideVisitWindow(Refused):
+    code = "outside_visit_window"
+
+
+class AuthenticationFailed(CmvtrialError):
+    code = "authentication_failed"
+    http_status = 401
+
+
+class DatabaseError(CmvtrialError):
+    code = "database_error"
+    http_status = 503
+
+
+class DatabaseUrlInvalid(DatabaseError):
+    code = "database_url_invalid"
+
+
+class DatabaseUnavailable(DatabaseError):
+    code = "database_unavailable"
+
+
+class DatabaseNotInitialised(DatabaseError):
+    code = "database_not_initialised"
+
+
+class DatabaseLocked(DatabaseError):
+    code = "database_locked"
+
+
+class AuditChainBroken(CmvtrialError):
+    code = "audit_chain_broken"
+
+
+def all_error_classes() -> list[type[CmvtrialError]]:
+    """Every error class, base first; docs and tests use it to check that each code is documented."""
+    found: list[type[CmvtrialError]] = []
+    pending: list[type[CmvtrialError]] = [CmvtrialError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

@@ -1,0 +1,1 @@
+"""The in-silico trial (pure, vectorized)."""
