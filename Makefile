@@ -8,11 +8,12 @@ PROTOCOL ?= sle-cmv-il2
 # The demo administrator's password; set CMVTRIAL_ADMIN_PASSWORD to choose your own.
 export CMVTRIAL_ADMIN_PASSWORD ?= demo-admin-passphrase
 
-.PHONY: install test run clean help
+.PHONY: install test run docs clean help
 
 help:
 	@echo "make run    build the environment, initialise the demo trial in cmvtrial.db and show its status"
 	@echo "make test   build the environment and run every test"
+	@echo "make docs   regenerate docs/cli-reference.md from the commands' help"
 	@echo "make clean  remove the environment and the demo database"
 
 install: $(STAMP)
@@ -30,6 +31,10 @@ test: install
 run: install
 	$(BIN)/cmvtrial init --protocol $(PROTOCOL) --db $(DB_URL) --demo --if-missing
 	$(BIN)/cmvtrial status --db $(DB_URL)
+
+# Regenerates the CLI reference from the commands' own help (a test checks it is current).
+docs: install
+	$(BIN)/python -m cmvtrial.adapters.cli.reference > docs/cli-reference.md
 
 clean:
 	rm -rf $(VENV) cmvtrial.db cmvtrial.db-wal cmvtrial.db-shm
