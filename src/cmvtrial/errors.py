@@ -5,6 +5,7 @@ The hierarchy::
     CmvtrialError
     ├── InvalidInput            bad input; nothing changed            (HTTP 422, exit 2)
     │   ├── ProtocolInvalid     a protocol file with problems, each with its location
+    │   ├── ScenarioInvalid     a simulation scenario file with problems, each with its location
     │   ├── UnitError           a unit the quantity does not accept
     │   └── OutOfRange          a value outside its hard limits
     ├── NotFound                the thing named does not exist        (HTTP 404, exit 1)
@@ -62,6 +63,17 @@ class ProtocolInvalid(InvalidInput):
     """A protocol file that cannot be used; ``problems`` lists every one with its location."""
 
     code = "protocol_invalid"
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
+        super().__init__(message, **details)
+        self.problems: list[dict[str, Any]] = problems or []
+        self.details["problems"] = self.problems
+
+
+class ScenarioInvalid(InvalidInput):
+    """A simulation scenario file that cannot be used; ``problems`` lists every one with its path."""
+
+    code = "scenario_invalid"
 
     def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
         super().__init__(message, **details)
