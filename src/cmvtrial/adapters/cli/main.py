@@ -33,10 +33,13 @@ def main(
 
 def _register_command_groups() -> None:
     # Each module exposes register(app); modules import only typer/rich at top level.
-    from cmvtrial.adapters.cli import admin_commands, protocol_commands
+    from cmvtrial.adapters.cli import admin_commands, protocol_commands, screening_commands
+    from cmvtrial.adapters.cli import safety_commands
 
     protocol_commands.register(app)
     admin_commands.register(app)
+    screening_commands.register(app)
+    safety_commands.register(app)
 
 
 _register_command_groups()
