@@ -1,0 +1,140 @@
+"""Writing the audit trail: one hash-chained event per change, in the same transaction as the change.
+
+Because the event is written in the change's own transaction, a change without its event (or an
+event without its change) can never be committed: both commit or both roll back. The next sequence
+number and the previous hash are taken from the chain head row *under a lock*, so two concurrent
+transactions cannot both extend the chain from the same event (which would fork it): on PostgreSQL
+the head is read with SELECT … FOR UPDATE, on SQLite the write transaction began with BEGIN
+IMMEDIATE and already holds the database's only write lock.
+
+What goes in: who (user id and name), when (UTC), what (action, entity type and id, the site), the
+values before and after as canonical JSON (secrets such as password hashes withheld), and the
+reason (21 CFR 11.10(e); ICH E6(R3) §4.2.2; reference/standards.md P11-05, E6-05, A11-07).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+
+from cmvtrial.core.audit_chain import canonical_json, event_hash
+from cmvtrial.services.permissions import Actor
+from cmvtrial.store.repositories import AuditEventRepository
+from cmvtrial.store.tables import AuditChainHead, AuditEvent, Base, Site
+
+Entity = Base | tuple[str, object]
+#: The name recorded when nobody is signed in (e.g. a sign-in attempt with an unknown name).
+ANONYMOUS = "(anonymous)"
+_FROM_ENTITY = object()
+
+
+def snapshot(value: Any) -> dict[str, Any] | None:
+    """The audit view of a value: a mapped row's columns (minus withheld ones), a mapping, a
+    dataclass or a pydantic model, as plain data."""
+    if value is None:
+        return None
+    if isinstance(value, Base):
+        mapper = sa_inspect(type(value))
+        return {
+            column.key: getattr(value, column.key)
+            for column in mapper.column_attrs
+            if column.columns[0].info.get("audit") != "withheld"
+        }
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot audit a {type(value).__name__}; pass a row, a mapping, a dataclass or a model")
+
+
+class AuditRecorder:
+    """``uow.audit``: records events in the unit of work's transaction."""
+
+    def __init__(self, session: Session, events: AuditEventRepository, clock: Callable[[], datetime]) -> None:
+        self.session = session
+        self.events = events
+        self.clock = clock
+        self._head: AuditChainHead | None = None
+        self.read_only = False
+
+    def record(
+        self,
+        actor: Actor | None,
+        action: str,
+        entity: Entity,
+        *,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+        site_id: Any = _FROM_ENTITY,
+    ) -> AuditEvent:
+        """Append one event for ``action`` on ``entity`` (a mapped row, or ``(type, id)``).
+
+        ``actor`` None records an anonymous event (only sign-in attempts have no actor).
+
+        ``site_id`` defaults to the entity's site (a site's own id, or its ``site_id`` column), so
+        audit review can be filtered per site.
+        """
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work cannot write audit events")
+        entity_type, entity_id = self._identify(entity)
+        if site_id is _FROM_ENTITY:
+            site_id = self._site_of(entity)
+        head = self._lock_head()
+        moment = self.clock()
+        fields: dict[str, Any] = {
+            "sequence": head.last_sequence + 1,
+            "occurred_at": moment,
+            "user_id": actor.user_id if actor is not None else None,
+            "username": actor.username if actor is not None else ANONYMOUS,
+            "site_id": site_id,
+            "action": action,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "before": _json_or_none(snapshot(before)),
+            "after": _json_or_none(snapshot(after)),
+            "reason": reason,
+        }
+        digest = event_hash(head.last_hash, fields)
+        event = AuditEvent(**fields, previous_hash=head.last_hash, hash=digest)
+        self.events.add(event)
+        head.last_sequence = fields["sequence"]
+        head.last_hash = digest
+        self.session.flush()
+        return event
+
+    def _lock_head(self) -> AuditChainHead:
+        if self._head is None:
+            self._head = self.events.lock_head()
+        return self._head
+
+    def _identify(self, entity: Entity) -> tuple[str, str]:
+        if isinstance(entity, tuple):
+            entity_type, entity_id = entity
+            return str(entity_type), str(entity_id)
+        identity = sa_inspect(entity).identity
+        if identity is None:
+            self.session.flush()
+            identity = sa_inspect(entity).identity
+        if identity is None:
+            raise RuntimeError(f"{entity!r} has no primary key; add it to the session first")
+        kind = entity.__audit_entity__ or type(entity).__tablename__
+        return kind, "/".join(str(part) for part in identity)
+
+    @staticmethod
+    def _site_of(entity: Entity) -> int | None:
+        if isinstance(entity, Site):
+            return entity.id
+        site_id = getattr(entity, "site_id", None)
+        return site_id if isinstance(site_id, int) else None
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else canonical_json(value)

@@ -1,0 +1,134 @@
+"""The unit of work: one transaction per use case, with the repositories and the audit recorder on it.
+
+Pattern from cosmicpython (chapter 6): a use case opens ``with uow:``, works through ``uow.sites``,
+``uow.users`` … and ``uow.audit``, and calls ``uow.commit()``. Leaving the block any other way —
+an exception, a refusal, or simply no commit — rolls back the data *and* its audit events together,
+so nothing half-done is ever stored.
+
+Driver errors a user can act on (locked, unreachable, not initialised) leave the block as domain
+errors; the clock is injected so tests and simulations control "now".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.orm import Session
+
+from cmvtrial.services.audit import AuditRecorder
+from cmvtrial.store.engine import READ_ONLY, translate
+from cmvtrial.store.repositories import (
+    AuditEventRepository,
+    ProtocolVersionRepository,
+    SiteRepository,
+    SubjectRepository,
+    TrialRepository,
+    UserRepository,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UnitOfWork:
+    """``with uow: … uow.commit()``; each ``with`` is a fresh session and transaction.
+
+    ``with uow.reading():`` opens a read-only transaction instead (on SQLite it does not take the
+    write lock, so reports never queue behind writers). A unit of work belongs to one thread at a
+    time: create one per request (they are cheap; the session factory is shared).
+    """
+
+    session: Session
+    sites: SiteRepository
+    users: UserRepository
+    protocols: ProtocolVersionRepository
+    trial: TrialRepository
+    subjects: SubjectRepository
+    audit_events: AuditEventRepository
+    audit: AuditRecorder
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+        self._read_only_next = False
+        self._active = False
+
+    def reading(self) -> UnitOfWork:
+        """Use as ``with uow.reading():`` for a transaction that only reads."""
+        self._read_only_next = True
+        return self
+
+    def __enter__(self) -> UnitOfWork:
+        if self._active:
+            raise RuntimeError("this unit of work is already open; use cases do not nest")
+        read_only, self._read_only_next = self._read_only_next, False
+        self.session = self.session_factory()
+        self._active = True
+        if read_only:
+            try:
+                self.session.connection(execution_options={READ_ONLY: True})
+            except exc.DBAPIError as error:
+                self.session.close()
+                self._active = False
+                self._raise_translated(error)
+        self.sites = SiteRepository(self.session)
+        self.users = UserRepository(self.session)
+        self.protocols = ProtocolVersionRepository(self.session)
+        self.trial = TrialRepository(self.session)
+        self.subjects = SubjectRepository(self.session)
+        self.audit_events = AuditEventRepository(self.session)
+        self.audit = AuditRecorder(self.session, self.audit_events, self.clock)
+        self.audit.read_only = read_only
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.audit.read_only:
+                # A no-op after commit(); otherwise discards data and audit events alike.
+                self.session.rollback()
+            # close() ends any transaction left; a reader's objects stay readable, detached.
+        finally:
+            self.session.close()
+            self._active = False
+        if isinstance(error, exc.DBAPIError):
+            translated = translate(error, self._url())
+            if translated is not None:
+                raise translated from error
+
+    def commit(self) -> None:
+        try:
+            self.session.commit()
+        except exc.DBAPIError as error:
+            self._raise_translated(error)
+
+    def _raise_translated(self, error: exc.DBAPIError) -> None:
+        translated = translate(error, self._url())
+        if translated is None:
+            raise error
+        raise translated from error
+
+    def _url(self) -> Any:
+        bind: Any = self.session.get_bind()
+        return bind.url if hasattr(bind, "url") else bind.engine.url
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def __repr__(self) -> str:
+        state: Any = "open" if self._active else "closed"
+        return f"<UnitOfWork {state}>"

@@ -1,0 +1,173 @@
+"""Repositories: the queries services need, one class per aggregate, all on the unit of work's session.
+
+They never commit; the unit of work does (one transaction per use case). ``get`` returns None for
+a missing row and ``require`` raises NotFound naming what was asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cmvtrial.errors import NotFound
+from cmvtrial.store.tables import (
+    AuditChainHead,
+    AuditEvent,
+    Base,
+    ProtocolVersion,
+    Site,
+    Subject,
+    Trial,
+    User,
+)
+
+T = TypeVar("T", bound=Base)
+
+
+class Repository(Generic[T]):
+    model: type[T]
+    noun: str = "row"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: T) -> T:
+        self.session.add(row)
+        self.session.flush()  # assigns the id, and surfaces constraint violations here
+        return row
+
+    def get(self, row_id: int) -> T | None:
+        return self.session.get(self.model, row_id)
+
+    def require(self, row_id: int) -> T:
+        row = self.get(row_id)
+        if row is None:
+            raise NotFound(f"no {self.noun} with id {row_id}", field="id", value=row_id)
+        return row
+
+
+class SiteRepository(Repository[Site]):
+    model = Site
+    noun = "site"
+
+    def by_code(self, code: str) -> Site | None:
+        return self.session.scalar(select(Site).where(Site.code == code))
+
+    def require_code(self, code: str) -> Site:
+        site = self.by_code(code)
+        if site is None:
+            known = ", ".join(s.code for s in self.list()) or "none yet"
+            raise NotFound(f"no site '{code}' (known: {known})", field="site", value=code)
+        return site
+
+    def list(self) -> list[Site]:
+        return list(self.session.scalars(select(Site).order_by(Site.code)))
+
+
+class UserRepository(Repository[User]):
+    model = User
+    noun = "user"
+
+    def by_username(self, username: str) -> User | None:
+        return self.session.scalar(select(User).where(User.username == username))
+
+    def list(self) -> list[User]:
+        return list(self.session.scalars(select(User).order_by(User.username)))
+
+    def count_by_role(self, *, active_only: bool = True) -> dict[str, int]:
+        query = select(User.role, func.count()).group_by(User.role)
+        if active_only:
+            query = query.where(User.active.is_(True))
+        return {role: count for role, count in self.session.execute(query)}
+
+    def first_admin(self) -> User | None:
+        query = select(User).where(User.role == "admin", User.active.is_(True)).order_by(User.id)
+        return self.session.scalars(query).first()
+
+
+class ProtocolVersionRepository(Repository[ProtocolVersion]):
+    model = ProtocolVersion
+    noun = "protocol version"
+
+    def find(self, protocol_id: str, version: str) -> ProtocolVersion | None:
+        query = select(ProtocolVersion).where(
+            ProtocolVersion.protocol_id == protocol_id, ProtocolVersion.version == version
+        )
+        return self.session.scalar(query)
+
+    def list(self) -> list[ProtocolVersion]:
+        return list(self.session.scalars(select(ProtocolVersion).order_by(ProtocolVersion.id)))
+
+
+class TrialRepository(Repository[Trial]):
+    model = Trial
+    noun = "trial"
+
+    def current(self) -> Trial | None:
+        """The trial this database runs, or None before `cmvtrial init`."""
+        return self.session.get(Trial, 1)
+
+
+class SubjectRepository(Repository[Subject]):
+    model = Subject
+    noun = "subject"
+
+    def by_screening_number(self, site_id: int, screening_number: str) -> Subject | None:
+        query = select(Subject).where(Subject.site_id == site_id, Subject.screening_number == screening_number)
+        return self.session.scalar(query)
+
+    def count_by_status(self, site_id: int | None = None) -> dict[str, int]:
+        query = select(Subject.status, func.count()).group_by(Subject.status)
+        if site_id is not None:
+            query = query.where(Subject.site_id == site_id)
+        return {status: count for status, count in self.session.execute(query)}
+
+
+class AuditEventRepository:
+    """Reads of the audit trail, and the chain head writers lock. Writing is services/audit.py's job."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def lock_head(self) -> AuditChainHead:
+        """The chain head, locked until the transaction ends (SELECT … FOR UPDATE on PostgreSQL;
+        on SQLite the write transaction's BEGIN IMMEDIATE already holds the only write lock)."""
+        query = select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+        head = self.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+        if head is None:
+            raise RuntimeError("the audit chain head row is missing; the database was not migrated by cmvtrial")
+        return head
+
+    def head(self) -> AuditChainHead | None:
+        return self.session.get(AuditChainHead, 1, populate_existing=True)
+
+    def add(self, event: AuditEvent) -> AuditEvent:
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def count(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+    def in_order(self, batch_size: int = 1000) -> Iterator[AuditEvent]:
+        """Every event by sequence, streamed in batches so a long trail does not fill memory."""
+        query = select(AuditEvent).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
+        yield from self.session.scalars(query)
+
+    def latest(self, limit: int, site_id: int | None = None) -> list[AuditEvent]:
+        """The newest events first; with ``site_id``, only that site's."""
+        query = select(AuditEvent).order_by(AuditEvent.sequence.desc()).limit(limit)
+        if site_id is not None:
+            query = query.where(AuditEvent.site_id == site_id)
+        return list(self.session.scalars(query))
+
+    def for_entity(self, entity_type: str, entity_id: str) -> list[AuditEvent]:
+        query = (
+            select(AuditEvent)
+            .where(AuditEvent.entity_type == entity_type, AuditEvent.entity_id == entity_id)
+            .order_by(AuditEvent.sequence)
+        )
+        return list(self.session.scalars(query))
