@@ -59,26 +59,26 @@ class InvalidInput(CmvtrialError):
     exit_code = 2
 
 
-class ProtocolInvalid(InvalidInput):
-    """A protocol file that cannot be used; ``problems`` lists every one with its location."""
+class _ListsProblems(InvalidInput):
+    """Bad input found in a file, reported whole: ``problems`` lists every one with its location,
+    so the author can mend them all at once instead of one per run."""
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
+        super().__init__(message, **details)
+        self.problems: list[dict[str, Any]] = problems or []
+        self.details["problems"] = self.problems
+
+
+class ProtocolInvalid(_ListsProblems):
+    """A protocol file that cannot be used."""
 
     code = "protocol_invalid"
 
-    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
-        super().__init__(message, **details)
-        self.problems: list[dict[str, Any]] = problems or []
-        self.details["problems"] = self.problems
 
-
-class ScenarioInvalid(InvalidInput):
-    """A simulation scenario file that cannot be used; ``problems`` lists every one with its path."""
+class ScenarioInvalid(_ListsProblems):
+    """A simulation scenario file that cannot be used."""
 
     code = "scenario_invalid"
-
-    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None, **details: Any):
-        super().__init__(message, **details)
-        self.problems: list[dict[str, Any]] = problems or []
-        self.details["problems"] = self.problems
 
 
 class UnitError(InvalidInput):
@@ -160,6 +160,7 @@ def all_error_classes() -> list[type[CmvtrialError]]:
     pending: list[type[CmvtrialError]] = [CmvtrialError]
     while pending:
         cls = pending.pop(0)
-        found.append(cls)
+        if not cls.__name__.startswith("_"):
+            found.append(cls)
         pending.extend(cls.__subclasses__())
     return found
