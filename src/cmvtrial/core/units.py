@@ -150,7 +150,14 @@ def _lookup() -> dict[str, str]:
 
 def canonical_unit(text: str) -> str:
     """The UCUM code for a unit as written; UnitError when cmvtrial does not know it."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise UnitError("a unit is required", field="unit", value=text)
+    return _canonical_unit(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_unit(text: str) -> str:
+    if not text.strip():
         raise UnitError("a unit is required", field="unit", value=text)
     normalised = _normalise(text)
     if normalised in _PINT_EXPRESSION:  # exact canonical spelling, case-sensitive first
@@ -187,6 +194,7 @@ def _registry() -> pint.UnitRegistry:
     return registry
 
 
+@functools.lru_cache(maxsize=256)
 def _scaled_unit(code: str) -> tuple[float, pint.Unit]:
     """A code as (scale, pint unit): ``10*9/L`` is 1e9 times 1/L (pint units carry no factor)."""
     expression = _PINT_EXPRESSION[code]
@@ -202,8 +210,10 @@ def _quantity(value: float, code: str) -> pint.Quantity:
     return _registry().Quantity(value * scale, unit)
 
 
+@functools.lru_cache(maxsize=1024)
 def are_compatible(from_unit: str, to_unit: str) -> bool:
-    """Whether pint can convert between the two units (same dimension)."""
+    """Whether pint can convert between the two units (same dimension). Cached: services ask it
+    for every value they store, and parsing units is most of the cost."""
     _, target = _scaled_unit(canonical_unit(to_unit))
     return bool(_quantity(1.0, canonical_unit(from_unit)).is_compatible_with(target))
 
