@@ -38,6 +38,7 @@ from pydantic import (
 
 from cmvtrial.core import units
 from cmvtrial.core.expressions import CompiledExpression, compile_expression
+from cmvtrial.core.protocol_analysis import AnalysisPlan, PopulationRule
 from cmvtrial.core.protocol_fields import (
     DERIVATION_METHODS,
     AnalysisMethod,
@@ -65,10 +66,10 @@ from cmvtrial.core.protocol_forms import (
 from cmvtrial.errors import InvalidInput, NotFound
 
 __all__ = [
-    "DERIVATION_METHODS", "AlternativeUnit", "Arm", "Assay", "CmvDnaAssay", "Codelist", "CodelistEntry",
-    "Criterion", "DerivedValue", "Derivations", "Design", "Dose", "EditCheck", "Endpoint", "Factor", "Form",
-    "Frequency", "Hold", "Item", "Limits", "Protocol", "Quantity", "Randomization", "Regimen", "RenalBand",
-    "Repeat", "Sdtm", "Start", "Stop", "Visit", "Window",
+    "DERIVATION_METHODS", "AlternativeUnit", "AnalysisPlan", "Arm", "Assay", "CmvDnaAssay", "Codelist", "CodelistEntry",
+    "Criterion", "DerivedValue", "Derivations", "Design", "Dose", "DoseRounding", "EditCheck", "Endpoint",
+    "Factor", "Form", "Frequency", "Hold", "Item", "Limits", "PopulationRule", "Protocol", "Quantity", "Randomization", "Regimen",
+    "RenalBand", "Repeat", "Sdtm", "Start", "Stop", "Visit", "WeightRecalculation", "Window",
 ]
 
 SCHEMA_VERSION = 1
@@ -259,6 +260,24 @@ class RenalBand(_Model):
         return self
 
 
+class DoseRounding(_Model):
+    """Round a computed dose to the nearest multiple of ``nearest`` ``unit`` (half up).
+
+    Why in the protocol: how finely a weight-based dose is drawn up is a trial decision (vial
+    sizes, pharmacy practice), not a fact about the drug; the label gives none.
+    """
+
+    nearest: PositiveFloat
+    unit: Unit
+
+
+class WeightRecalculation(_Model):
+    """Recalculate a body-weight-based dose when the weight has changed by more than
+    ``change_above_percent`` of the weight the current dose was computed from."""
+
+    change_above_percent: float = Field(gt=0, le=100)
+
+
 class Hold(_Model):
     """Withhold a dose while the expression (over the items of ``form``) is true."""
 
@@ -280,7 +299,15 @@ class Regimen(_Model):
     stop: Stop
     renal_adjustment: tuple[RenalBand, ...] = ()
     holds: tuple[Hold, ...] = ()
+    dose_rounding: DoseRounding | None = None
+    weight_recalculation: WeightRecalculation | None = None
     notes: Notes = ()
+
+    @property
+    def administered_unit(self) -> str:
+        """The unit one administration is measured in: ``mg`` for a ``mg/kg`` dose, else the dose's."""
+        unit = self.dose.unit
+        return units.canonical_unit(unit.removesuffix("/kg")) if unit.endswith("/kg") else unit
 
     @model_validator(mode="after")
     def _consistent(self) -> Regimen:
@@ -296,6 +323,15 @@ class Regimen(_Model):
         for lower, upper in zip(bands, bands[1:], strict=False):
             if lower.crcl_below is None or lower.crcl_below > upper.crcl_min:
                 raise ValueError(f"renal bands starting at {lower.crcl_min} and {upper.crcl_min} overlap")
+        for band in self.renal_adjustment:
+            if band.dose.unit != self.dose.unit:
+                raise ValueError(f"renal band dose unit {band.dose.unit} differs from the regimen's {self.dose.unit}")
+        if self.dose_rounding is not None and not units.are_compatible(self.dose_rounding.unit, self.administered_unit):
+            raise ValueError(
+                f"dose_rounding unit {self.dose_rounding.unit} does not measure a dose in {self.administered_unit}"
+            )
+        if self.weight_recalculation is not None and self.dose_basis == "flat":
+            raise ValueError("weight_recalculation applies to body-weight-based doses only")
         return self
 
 
@@ -433,6 +469,9 @@ class Endpoint(_Model):
 
 class Safety(_Model):
     ctcae_version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+$")]
+    sae_report_within_hours: PositiveInt | None = Field(
+        None, description="Expedited reporting window for a serious adverse event, from site awareness."
+    )
     notes: Notes = ()
 
 
@@ -465,6 +504,7 @@ class Protocol(_Model):
     edit_checks: tuple[EditCheck, ...] = ()
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     safety: Safety | None = None
+    analysis: AnalysisPlan | None = Field(None, description="The analysis plan's settings (docs/report.md).")
     notes: Notes = ()
 
     @model_validator(mode="after")

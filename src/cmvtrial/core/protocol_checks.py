@@ -218,6 +218,12 @@ class _Checker:
             for k, flagged in enumerate(_list(check.get("items"))):
                 if isinstance(flagged, str) and flagged not in items:
                     self.add(("edit_checks", e, "items", k), f"'{flagged}' is not an item of form '{form_id}'")
+        for form_id, items in self.forms.items():
+            for item_path, (item, path) in items.items():
+                if item.get("computed") is not None:
+                    others = {name: found for name, found in items.items() if name != item_path}
+                    self._expression(item.get("computed"), (*path, "computed"), others, set(),
+                                     f"another item of form '{form_id}'")
         for a, arm in _entries(self.data, "arms"):
             for r, regimen in _entries(arm, "regimens"):
                 for h, hold in _entries(regimen, "holds"):

@@ -64,6 +64,10 @@ class Sdtm(_Model):
 
 
 class Item(_Model):
+    """One item of a form. ``computed`` makes its value an expression over the form's other items
+    (the SLEDAI-2K total from its weighted descriptors): computed whenever every input is given, and
+    an entered value must then agree; entered as is while an input is missing."""
+
     id: Identifier
     label: str | None = None
     type: ItemType
@@ -77,6 +81,7 @@ class Item(_Model):
     sdtm: Sdtm | None = None
     items: tuple[Item, ...] = ()
     description: str | None = None
+    computed: ExpressionText | None = None
 
     @property
     def display_label(self) -> str:
@@ -97,6 +102,8 @@ class Item(_Model):
             raise ValueError(f"group items, and only they, hold items ('{self.id}')")
         if any(child.type == "group" for child in self.items):
             raise ValueError(f"groups do not nest ('{self.id}')")
+        if self.computed is not None and kind not in ("quantity", "integer"):
+            raise ValueError(f"only quantity and integer items are computed ('{self.id}' is {kind})")
         hard, soft = self.hard_limits, self.soft_limits
         if hard and soft:
             if hard.min is not None and soft.min is not None and soft.min < hard.min:
