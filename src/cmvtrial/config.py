@@ -35,6 +35,37 @@ class Settings(BaseSettings):
         ge=0,
         description="How long an SQLite writer waits for a lock before giving up (milliseconds).",
     )
+    session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        description="A web session ends after this many minutes without a request; the user signs in again.",
+    )
+    session_max_hours: int = Field(
+        default=12,
+        ge=1,
+        description="A web session ends this many hours after sign-in, however active (absolute lifetime).",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive failed sign-ins after which an account is locked for login_lockout_minutes.",
+    )
+    login_lockout_minutes: int = Field(
+        default=15,
+        ge=1,
+        description="How long an account stays locked after login_max_failures failed sign-ins.",
+    )
+    login_attempts_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="Sign-in attempts the web app and API accept from one client address per minute "
+        "(rate limit against password guessing across accounts); more are refused with HTTP 429.",
+    )
+    api_token_days: int = Field(
+        default=90,
+        ge=1,
+        description="Lifetime of a new API bearer token in days; the user makes a new one when it expires.",
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -10,13 +10,18 @@ The hierarchy::
     │   └── OutOfRange          a value outside its hard limits
     ├── NotFound                the thing named does not exist        (HTTP 404, exit 1)
     ├── Forbidden               the actor's role or site does not allow it (HTTP 403, exit 1)
+    │   └── CsrfRejected        a form or cookie-authenticated API call without its CSRF token
     ├── Refused                 allowed in general, not in this state (HTTP 409, exit 1)
     │   ├── AlreadyExists
     │   ├── AlreadyInitialised
     │   ├── NotEligible
     │   ├── AlreadyRandomized
-    │   └── OutsideVisitWindow
+    │   ├── NotConsented        randomizing a subject whose consent is not recorded
+    │   ├── OutsideVisitWindow
+    │   ├── DrugNotInArm        a dose of a drug the subject's arm does not receive
+    │   └── OutsideTreatmentPeriod  a dose before treatment starts or after it ended
     ├── AuthenticationFailed    wrong user name or password           (HTTP 401, exit 1)
+    │   └── TooManyAttempts     account locked or sign-ins rate-limited (HTTP 429)
     ├── DatabaseError           the database cannot serve the request (HTTP 503, exit 1)
     │   ├── DatabaseUrlInvalid
     │   ├── DatabaseUnavailable
@@ -99,6 +104,13 @@ class Forbidden(CmvtrialError):
     http_status = 403
 
 
+class CsrfRejected(Forbidden):
+    """A state-changing request from a browser session without the matching CSRF token: it may
+    come from another site riding on the user's cookie, so it is refused (issue 10)."""
+
+    code = "csrf_rejected"
+
+
 class Refused(CmvtrialError):
     code = "refused"
     http_status = 409
@@ -120,13 +132,40 @@ class AlreadyRandomized(Refused):
     code = "already_randomized"
 
 
+class NotConsented(Refused):
+    """Randomizing a subject whose informed consent date is not recorded (ICH E6(R3) §2.8: consent
+    comes before any trial-specific intervention, so before allocation)."""
+
+    code = "not_consented"
+
+
 class OutsideVisitWindow(Refused):
     code = "outside_visit_window"
+
+
+class DrugNotInArm(Refused):
+    """A dose of a drug the subject's arm does not receive (e.g. IL-2 in the ganciclovir-alone arm)."""
+
+    code = "drug_not_in_arm"
+
+
+class OutsideTreatmentPeriod(Refused):
+    """A dose dated before the regimen starts or after end of treatment (CMV negativity)."""
+
+    code = "outside_treatment_period"
 
 
 class AuthenticationFailed(CmvtrialError):
     code = "authentication_failed"
     http_status = 401
+
+
+class TooManyAttempts(AuthenticationFailed):
+    """Sign-in refused for now: the account is locked after repeated failures, or one client sent
+    too many attempts; ``retry_after`` (seconds) says when to try again."""
+
+    code = "too_many_attempts"
+    http_status = 429
 
 
 class DatabaseError(CmvtrialError):

@@ -229,6 +229,24 @@ def _verdict(value: object) -> Verdict:
     return "met" if bool(value) else "not_met"
 
 
+def expression_values(
+    protocol: Protocol, record: ScreeningRecord | Mapping[str, Any]
+) -> tuple[dict[str, object], dict[str, DerivedValue]]:
+    """What the protocol's expressions read for ``record``: its items in the screening form's units
+    plus every derived value, and the derived values with their reasons. Shared by the criteria
+    and by the randomization strata, so a factor level is judged on exactly what eligibility saw."""
+    checked = _as_record(record)
+    params = derivation_parameters(protocol)
+    raw = _raw_values(checked)
+    values = _normalised(raw, protocol.screening.item_paths(), params)
+    derived: dict[str, DerivedValue] = {}
+    for spec in protocol.derived_values:
+        result = derive(spec.name, spec.method, spec.inputs, raw, params)
+        derived[spec.name] = result
+        values[spec.name] = result.value
+    return values, derived
+
+
 def evaluate_eligibility(
     protocol: Protocol, record: ScreeningRecord | Mapping[str, Any]
 ) -> EligibilityResult:
@@ -237,16 +255,7 @@ def evaluate_eligibility(
     Bad input (a field the record model refuses, a unit the protocol gives no factor for, a value
     outside hard limits, a steroid without a factor) raises InvalidInput naming the field.
     """
-    checked = _as_record(record)
-    params = derivation_parameters(protocol)
-    raw = _raw_values(checked)
-    values = _normalised(raw, protocol.screening.item_paths(), params)
-
-    derived: dict[str, DerivedValue] = {}
-    for spec in protocol.derived_values:
-        result = derive(spec.name, spec.method, spec.inputs, raw, params)
-        derived[spec.name] = result
-        values[spec.name] = result.value
+    values, derived = expression_values(protocol, record)
 
     verdicts: list[CriterionVerdict] = []
     for criterion in protocol.eligibility:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 
-from cmvtrial.errors import AlreadyExists, AuthenticationFailed, Forbidden, InvalidInput, NotFound
+from cmvtrial.errors import AlreadyExists, AuthenticationFailed, Forbidden, InvalidInput, NotFound, TooManyAttempts
 from cmvtrial.services import permissions
 from cmvtrial.services.permissions import Actor
 from cmvtrial.store.tables import ROLES, User
@@ -161,32 +161,57 @@ def list_users(uow: UnitOfWork, actor: Actor) -> list[UserView]:
         ]
 
 
-def authenticate(uow: UnitOfWork, username: str, password: str) -> Actor:
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """Account lockout (issue 10): after ``max_failures`` consecutive failed sign-ins the account
+    refuses every sign-in, a correct password included, for ``duration``. Values come from the
+    settings (login_max_failures, login_lockout_minutes)."""
+
+    max_failures: int
+    duration: timedelta
+
+
+def authenticate(uow: UnitOfWork, username: str, password: str, *, lockout: Lockout | None = None) -> Actor:
     """The actor for a correct user name and password; AuthenticationFailed otherwise.
 
     The refusal says the same for an unknown name, a wrong password and a deactivated account,
-    so it does not reveal which names exist. Every attempt is audited.
+    so it does not reveal which names exist. Every attempt is audited. With ``lockout``, a locked
+    account is refused with TooManyAttempts (and the attempt audited) without checking the password.
     """
     name = username.strip().lower()
     with uow:
         user = uow.users.by_username(name)
+        now = uow.clock()
+        if lockout is not None and user is not None and user.locked_until is not None and user.locked_until > now:
+            uow.audit.record(None, "user.login_failed", user, reason="account locked")
+            uow.commit()
+            raise TooManyAttempts(
+                f"too many failed sign-ins: this account is locked until {user.locked_until:%H:%M} UTC",
+                retry_after=max(1, int((user.locked_until - now).total_seconds())),
+            )
         if user is None or not user.active or not verify_password(user.password_hash, password):
             if user is None:
                 uow.audit.record(None, "user.login_failed", ("user", name[:64]), reason="unknown user name")
             else:
-                before = {"failed_login_count": user.failed_login_count}
+                before = {"failed_login_count": user.failed_login_count, "locked_until": user.locked_until}
                 user.failed_login_count += 1
                 why = "account deactivated" if not user.active else "wrong password"
+                if lockout is not None and user.failed_login_count >= lockout.max_failures:
+                    user.locked_until = now + lockout.duration
+                    user.failed_login_count = 0
+                    why += f"; account locked after {lockout.max_failures} consecutive failures"
                 uow.audit.record(
-                    None, "user.login_failed", user,
-                    before=before, after={"failed_login_count": user.failed_login_count}, reason=why,
+                    None, "user.login_failed", user, before=before,
+                    after={"failed_login_count": user.failed_login_count, "locked_until": user.locked_until},
+                    reason=why,
                 )
             uow.commit()
             raise AuthenticationFailed("wrong user name or password")
         if _hasher().check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
-        user.last_login_at = uow.clock()
+        user.last_login_at = now
         user.failed_login_count = 0
+        user.locked_until = None
         actor = actor_of(user)
         uow.audit.record(actor, "user.login", user)
         uow.commit()

@@ -29,6 +29,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "user.deactivate": frozenset({ADMIN}),
     "user.list": DATA_REVIEW,
     "protocol.load": frozenset({ADMIN}),
+    "protocol.view": EVERYONE,
+    # calculators on the protocol in force: they read no trial data and store nothing
+    "eligibility.check": EVERYONE,
+    "ctcae.grade": EVERYONE,
+    # sign-in credentials: everyone manages their own API tokens; an admin may revoke anyone's
+    "api_token.revoke_any": frozenset({ADMIN}),
     # the audit trail
     "audit.read": DATA_REVIEW,
     "audit.verify": DATA_REVIEW,
@@ -40,11 +46,22 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "randomize": SITE_STAFF,
     "randomization.export_list": frozenset({ADMIN}),
     "randomization.balance": frozenset({ADMIN, DATA_MANAGER, STATISTICIAN}),
+    # the scheme's secret seed is created (and its hash committed) by an admin, or on first use
+    "randomization.setup": frozenset({ADMIN}),
+    "randomization.verify": frozenset({ADMIN, DATA_MANAGER, STATISTICIAN}),
+    # the CONSORT screening log: counts and statuses, no clinical values
+    "screening.log": EVERYONE,
     # treatment, visits and data (steps 4-7)
     "dose.record": SITE_STAFF,
     "visit.record": SITE_STAFF,
     "form.enter": SITE_STAFF,
     "adverse_event.record": SITE_STAFF,
+    # safety (issue 5): who sees events, who turns a lab proposal into an event, who reports SAEs
+    "adverse_event.view": EVERYONE - {STATISTICIAN},
+    "lab_safety.review": SITE_STAFF,
+    "lab_safety.decide": frozenset({INVESTIGATOR}),
+    "sae.submit_report": frozenset({INVESTIGATOR}),
+    "query.list": EVERYONE - {STATISTICIAN},
     "query.open": frozenset({MONITOR, DATA_MANAGER}),
     "query.answer": SITE_STAFF,
     "query.close": frozenset({MONITOR, DATA_MANAGER}),

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from cmvtrial.errors import NotFound
 from cmvtrial.store.tables import (
+    ApiToken,
     AuditChainHead,
     AuditEvent,
     Base,
@@ -22,6 +23,7 @@ from cmvtrial.store.tables import (
     Subject,
     Trial,
     User,
+    WebSession,
 )
 
 T = TypeVar("T", bound=Base)
@@ -170,4 +172,31 @@ class AuditEventRepository:
             .where(AuditEvent.entity_type == entity_type, AuditEvent.entity_id == entity_id)
             .order_by(AuditEvent.sequence)
         )
+        return list(self.session.scalars(query))
+
+
+class WebSessionRepository(Repository[WebSession]):
+    """Browser sessions, found by the SHA-256 of the cookie's token (the token itself is never stored)."""
+
+    model = WebSession
+    noun = "session"
+
+    def by_token_sha256(self, digest: str) -> WebSession | None:
+        return self.session.scalar(select(WebSession).where(WebSession.token_sha256 == digest))
+
+
+class ApiTokenRepository(Repository[ApiToken]):
+    """API bearer tokens, found by the SHA-256 of the token (the token itself is never stored)."""
+
+    model = ApiToken
+    noun = "API token"
+
+    def by_token_sha256(self, digest: str) -> ApiToken | None:
+        return self.session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
+
+    def list(self, user_id: int | None = None) -> list[ApiToken]:
+        """Newest first; with ``user_id``, only that user's."""
+        query = select(ApiToken).order_by(ApiToken.id.desc())
+        if user_id is not None:
+            query = query.where(ApiToken.user_id == user_id)
         return list(self.session.scalars(query))

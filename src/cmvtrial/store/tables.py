@@ -114,6 +114,8 @@ class User(Base):
     password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     failed_login_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Sign-in refused until then after repeated failures (settings login_max_failures/login_lockout_minutes).
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ProtocolVersion(Base):
@@ -149,7 +151,8 @@ class Trial(Base):
 class Subject(Base):
     """A candidate from screening on; keeps the protocol version it was enrolled under (an amendment
     is a new version, DESIGN.md §2). status: screening | screen_failed | eligible | randomized |
-    on_treatment | completed | withdrawn."""
+    on_treatment | in_follow_up | completed | withdrawn. ``end_of_treatment_date`` is the date of the
+    CMV-DNA result that met the protocol's stop rule (services/data_entry.py), with why."""
 
     __tablename__ = "subjects"
     __audit_entity__ = "subject"
@@ -164,6 +167,8 @@ class Subject(Base):
     eligibility: Mapped[str | None] = mapped_column(String(16))  # eligible | not_eligible | undetermined
     screen_failure_reasons: Mapped[Any | None] = mapped_column(JSON)
     consent_date: Mapped[date | None] = mapped_column(Date)
+    end_of_treatment_date: Mapped[date | None] = mapped_column(Date)
+    end_of_treatment_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -172,7 +177,8 @@ class Subject(Base):
 class StudyEvent(Base):
     """A visit of the protocol's plan for one subject (ODM StudyEventData); repeating visits such as
     the weekly treatment visit are told apart by ``repeat_index``. status: planned | done | missed |
-    not_applicable."""
+    cancelled (a treatment visit after end of treatment) | not_applicable. ``deviation`` says why a
+    visit done outside its window is a protocol deviation (kept and flagged, never refused)."""
 
     __tablename__ = "study_events"
     __audit_entity__ = "study_event"
@@ -187,6 +193,7 @@ class StudyEvent(Base):
     window_end: Mapped[date | None] = mapped_column(Date)
     actual_date: Mapped[date | None] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16), default="planned")
+    deviation: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -295,8 +302,9 @@ class Allocation(Base):
 
 class DoseAdministration(Base):
     """A dose given, held or missed (drug, dose, unit, route, date, reason; DESIGN.md §3 step 4).
-    ``basis`` keeps the inputs the dose was computed from (weight, creatinine clearance, counts).
-    status: given | held | missed."""
+    ``basis`` keeps the inputs the dose was computed from (weight, creatinine clearance, counts);
+    ``given_by`` names who gave it, ``findings`` what was flagged (an off-schedule day, a changed
+    dose). status: given | held | missed."""
 
     __tablename__ = "dose_administrations"
     __audit_entity__ = "dose_administration"
@@ -315,12 +323,21 @@ class DoseAdministration(Base):
     administered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
     basis: Mapped[Any | None] = mapped_column(JSON)
+    given_by: Mapped[str | None] = mapped_column(String(200))
+    findings: Mapped[Any | None] = mapped_column(JSON)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
     recorded_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 
 
 class AdverseEvent(Base):
-    """An adverse event with its CTCAE v5 term and grade, seriousness, relatedness and outcome."""
+    """An adverse event with its CTCAE v5 term and grade, seriousness, relatedness and outcome.
+
+    ``term`` is the event's name (the CTCAE term, or free text); ``ctcae_term`` repeats it only when
+    it is a CTCAE term (NULL for free text awaiting coding). ``drug_assessments`` holds, per study
+    drug, ``{drug, relatedness, action_taken}`` (issue 5: IL-2 and ganciclovir separately).
+    ``findings`` are the soft edit-check findings of the current version. The ``sae_report_*``
+    columns record the expedited report of a serious event (one initial report per event).
+    """
 
     __tablename__ = "adverse_events"
     __audit_entity__ = "adverse_event"
@@ -332,20 +349,62 @@ class AdverseEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
     ae_number: Mapped[int] = mapped_column(Integer)
+    term: Mapped[str] = mapped_column(String(200))
     verbatim_term: Mapped[str] = mapped_column(Text)
     ctcae_term: Mapped[str | None] = mapped_column(String(200))
+    meddra_code: Mapped[str | None] = mapped_column(String(8))
+    ctcae_version: Mapped[str | None] = mapped_column(String(8))
     ctcae_grade: Mapped[int | None] = mapped_column(Integer)
+    grade_text: Mapped[str | None] = mapped_column(Text)
     serious: Mapped[bool] = mapped_column(Boolean, default=False)
     seriousness_criteria: Mapped[Any | None] = mapped_column(JSON)
-    relatedness: Mapped[str | None] = mapped_column(String(32))
+    awareness_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    drug_assessments: Mapped[Any | None] = mapped_column(JSON)
     outcome: Mapped[str | None] = mapped_column(String(32))
-    action_taken: Mapped[str | None] = mapped_column(String(64))
     onset_date: Mapped[date] = mapped_column(Date)
     resolution_date: Mapped[date | None] = mapped_column(Date)
+    narrative: Mapped[str | None] = mapped_column(Text)
+    findings: Mapped[Any | None] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16), default="manual")  # manual | lab_grading
+    sae_report_submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sae_report_submitted_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    sae_report_reference: Mapped[str | None] = mapped_column(String(100))
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
     recorded_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LabSafetyProposal(Base):
+    """What a graded lab value proposes (a new AE, or a higher worst grade of an open one), waiting
+    for the investigator to confirm or dismiss it: issue 5 says nothing is created silently.
+    status: pending | confirmed | dismissed | superseded. ``grading`` keeps the grader's criterion
+    and reasons, so the decision can be reviewed against what the investigator saw."""
+
+    __tablename__ = "lab_safety_proposals"
+    __audit_entity__ = "lab_safety_proposal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    item_value_id: Mapped[int | None] = mapped_column(ForeignKey("form_data.id"))
+    action: Mapped[str] = mapped_column(String(16))  # new_event | raise_grade
+    term: Mapped[str] = mapped_column(String(200))
+    meddra_code: Mapped[str] = mapped_column(String(8))
+    grade: Mapped[int] = mapped_column(Integer)
+    grade_text: Mapped[str] = mapped_column(Text)
+    current_grade: Mapped[int | None] = mapped_column(Integer)
+    adverse_event_id: Mapped[int | None] = mapped_column(ForeignKey("adverse_events.id"))
+    observed_on: Mapped[date] = mapped_column(Date)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    loinc: Mapped[str | None] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32))
+    grading: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
 class Query(Base):
@@ -375,13 +434,14 @@ class Query(Base):
 class Signature(Base):
     """An electronic signature: who, when, what it means, and the SHA-256 of the record version
     signed, so a later change visibly invalidates it (21 CFR 11.50 and 11.70, reference/standards.md
-    P11-13/P11-14)."""
+    P11-13/P11-14). An investigator signs a whole visit (``study_event_id``) or one form."""
 
     __tablename__ = "signatures"
     __audit_entity__ = "signature"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    study_event_id: Mapped[int | None] = mapped_column(ForeignKey("study_events.id"))
     form_instance_id: Mapped[int | None] = mapped_column(ForeignKey("form_instances.id"))
     meaning: Mapped[str] = mapped_column(String(32))  # review | approval | responsibility | authorship
     record_sha256: Mapped[str] = mapped_column(String(64))
@@ -389,6 +449,44 @@ class Signature(Base):
     signed_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     invalidated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     invalidated_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries a random token; only its SHA-256 is stored, so a copy
+    of the database cannot be replayed as a session. A session ends at its absolute expiry, after a
+    period without requests (checked against ``last_seen_at``), at logout, or when a new sign-in in
+    the same browser rotates it (end_reason: logout | rotated | expired | deactivated)."""
+
+    __tablename__ = "web_sessions"
+    __audit_entity__ = "web_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, info=WITHHELD)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ApiToken(Base):
+    """A bearer token a user made for a script. Shown once at creation; stored as its SHA-256 (the
+    token is 256 random bits, so a fast hash suffices) with a short prefix to tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+    __audit_entity__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, info=WITHHELD)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
 class AuditEvent(Base):
