@@ -1,0 +1,172 @@
+"""Benchmark of the power computation: trials per second, against a lifelines loop, and peak memory.
+
+Measures, on this machine, for two-arm trials of 100 patients (50 per arm):
+
+1. the whole power computation (virtual patients with the kinetics model, weekly visits with
+   jitter, dropout and assay noise, then every endpoint's test: log-rank, Cox, ANCOVA, Welch),
+   through :func:`cmvtrial.simulation.power.estimate_power`;
+2. the batched log-rank + Cox kernels alone, on trials simulated once;
+3. a lifelines loop (``logrank_test`` + ``CoxPHFitter``) on the same trials, for the ratio;
+4. peak resident memory of a power run over ``--memory-trials`` trials (in a fresh process).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_power.py            # print the rows
+    .venv/bin/python benchmarks/bench_power.py --write    # and replace them in docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench_power:start -->", "<!-- bench_power:end -->"
+PROTOCOL, SCENARIO, PER_ARM = "sle-cmv-il2", "default", 50
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load():
+    from cmvtrial.protocols import load_shipped_protocol
+    from cmvtrial.simulation.design import design_from_protocol
+    from cmvtrial.simulation.scenarios import load_shipped_scenario
+
+    scenario = load_shipped_scenario(PROTOCOL, SCENARIO)
+    protocol, _ = load_shipped_protocol(PROTOCOL)
+    return scenario, design_from_protocol(protocol, scenario)
+
+
+def whole_power(trials: int, workers: int = 1, repeats: int = 3) -> float:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cmvtrial.simulation.power import estimate_power
+
+    scenario, design = load()
+    best = np.inf
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        mapper = None if workers == 1 else (lambda function, tasks: pool.map(function, tasks))
+        estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=mapper)  # warm up
+        for repeat in range(repeats):
+            started = time.perf_counter()
+            estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=mapper)
+            best = min(best, time.perf_counter() - started)
+    return trials / best
+
+
+def simulated_trials(trials: int):
+    from cmvtrial.simulation.cohort import simulate_cohort
+
+    scenario, design = load()
+    il2 = np.zeros((trials, 2 * PER_ARM), dtype=bool)
+    il2[:, :PER_ARM] = True
+    outcome = simulate_cohort(np.random.default_rng(1), scenario, design, il2)
+    return outcome.time, outcome.event, il2
+
+
+def batched_survival(trials: int, repeats: int = 5) -> float:
+    from cmvtrial.simulation import batched_survival as bs
+
+    time_, event, group = simulated_trials(trials)
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        sets = bs.risk_sets(time_, event, group)
+        bs.logrank(None, None, None, sets=sets)
+        bs.cox_binary(None, None, None, sets=sets)
+        best = min(best, time.perf_counter() - started)
+    return trials / best
+
+
+def lifelines_loop(trials: int) -> float:
+    import pandas as pd
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import logrank_test
+
+    time_, event, group = simulated_trials(trials)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(trials):
+            t, e, g = time_[i], event[i], group[i]
+            logrank_test(t[g], t[~g], e[g], e[~g])
+            CoxPHFitter().fit(pd.DataFrame({"T": t, "E": e.astype(int), "x": g.astype(float)}), "T", "E")
+    return trials / (time.perf_counter() - started)
+
+
+def peak_memory_mb(trials: int) -> float:
+    """Peak RSS of a fresh process running a power computation over ``trials`` trials.
+
+    Read from /proc/self/status (VmHWM), which starts afresh at exec; ``ru_maxrss`` would carry
+    over the parent's peak at fork time."""
+    code = (
+        "import sys; sys.path.insert(0, %r); import bench_power as b; "
+        "from cmvtrial.simulation.power import estimate_power; s, d = b.load(); "
+        "estimate_power(s, d, [%d], %d, seed=0); "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    ) % (str(Path(__file__).parent), PER_ARM, trials)
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return int(output.strip().splitlines()[-1]) / 1024
+
+
+def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
+    today = datetime.date.today().isoformat()
+    machine = f"{os.cpu_count()} CPUs, {cpu_model()}"
+    memory = peak_memory_mb(memory_trials)
+    whole = whole_power(trials)
+    parallel = whole_power(trials, workers=2)
+    kernels = batched_survival(trials)
+    loop = lifelines_loop(lifelines_trials)
+    return [
+        f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, Welch ({trials} trials × 100 patients) "
+        f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop) |",
+        f"| {today} | {machine} | the same with `--workers 2` (local processes) | {parallel:,.0f} trials/s |",
+        f"| {today} | {machine} | batched log-rank + Cox only ({trials} trials × 100 patients) | {kernels:,.0f} trials/s |",
+        f"| {today} | {machine} | lifelines loop, log-rank + CoxPHFitter ({lifelines_trials} trials × 100 patients) "
+        f"| {loop:,.1f} trials/s |",
+        f"| {today} | {machine} | peak memory, power over {memory_trials:,} trials (whole process RSS) | {memory:,.0f} MB |",
+    ]
+
+
+def write(new_rows: list[str]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{DOC} has no {START} … {END} section to update")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(head + START + "\n" + "\n".join(new_rows) + "\n" + END + tail, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20000, help="trials for the batched measurements")
+    parser.add_argument("--lifelines-trials", type=int, default=100, help="trials for the lifelines loop")
+    parser.add_argument("--memory-trials", type=int, default=100_000, help="trials for the peak-memory run")
+    parser.add_argument("--write", action="store_true", help="replace the rows in docs/benchmarks.md")
+    args = parser.parse_args()
+    result = rows(args.trials, args.lifelines_trials, args.memory_trials)
+    print("\n".join(result))
+    if args.write:
+        write(result)
+
+
+if __name__ == "__main__":
+    main()

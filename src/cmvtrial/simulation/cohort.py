@@ -1,0 +1,304 @@
+"""Simulated cohorts, vectorized over ``(trials, patients)``: what each patient's endpoints come out as.
+
+One call draws, for every patient of every trial, the baseline load and kinetics, samples the
+weekly treatment visits (visit-window jitter, missed visits, dropout), adds assay noise and applies
+the assay's limit, and derives what the analysis needs:
+
+- ``viremia_duration``: day of the first CMV-DNA below the LLOQ (confirmed by the protocol's
+  number of consecutive negative samples), or censoring at the last sample seen;
+- ``cmv_decline``: each patient's least-squares slope of measured log10 CMV-DNA over days, from
+  baseline to the first negative sample (a value below the LLOQ counts as the LLOQ);
+- ``nk_change``: NK count at baseline and at the week-12 visit (missing after dropout).
+
+The same function serves the power calculation (thousands of trials, ``keep_visits=False``) and the
+single demo trial (``keep_visits=True`` keeps every visit's day and measurement). Visits are
+processed one at a time on ``(trials, patients)`` arrays so memory stays proportional to the cohort,
+not to cohort × visits, unless the visits are kept.
+
+Random numbers are drawn in a fixed order from the ``rng`` passed in; the arm mask does not change
+which numbers are drawn, so calling twice with the same seed and opposite arms gives the same
+patients under the other treatment (the demo uses this to let the real randomization choose).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cmvtrial.core import units
+from cmvtrial.simulation import kinetics
+from cmvtrial.simulation.design import TrialDesign
+from cmvtrial.simulation.scenario import Scenario
+
+DAYS_PER_WEEK = 7
+#: Lymphocyte counts come in 10^9/L (hematology form), NK counts in cells/µL (lymphocyte subsets).
+CELLS_PER_UL_PER_10E9_PER_L = units.convert(1.0, "10*9/L", "/uL")
+
+
+@dataclass(frozen=True)
+class CohortOutcomes:
+    """Per-patient outcomes, arrays of shape ``(trials, patients)`` unless noted."""
+
+    il2: NDArray[np.bool_]
+    patients: kinetics.PatientKinetics
+    time: NDArray[np.int32]
+    event: NDArray[np.bool_]
+    end_of_treatment_day: NDArray[np.int32]
+    dropout_day: NDArray[np.float64]
+    baseline_log10: NDArray[np.float64]
+    slope_log10_per_day: NDArray[np.float64]
+    nk_baseline: NDArray[np.float64]
+    nk_week12: NDArray[np.float64]
+    week12_day: NDArray[np.int32]
+    lymphocytes: NDArray[np.float64]
+    #: Kept only with ``keep_visits``: shape ``(trials, patients, visits)``.
+    visit_days: NDArray[np.int32] | None = None
+    visit_log10: NDArray[np.float64] | None = None
+    visit_taken: NDArray[np.bool_] | None = None
+
+
+def treatment_visit_count(design: TrialDesign, horizon_days: float) -> int:
+    """How many repeating treatment visits fit in the follow-up horizon (and the protocol's cap)."""
+    count = int((horizon_days - design.treatment_first_day) // design.treatment_every_days) + 1
+    if design.treatment_max_count is not None:
+        count = min(count, design.treatment_max_count)
+    return max(count, 0)
+
+
+def jitter_probabilities(sd_days: float, before: int, after: int) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
+    """Visit-day deviations ``-before..after`` and their probabilities: a normal deviation rounded
+    to whole days, with the mass beyond the window put on its edges (visits happen inside it)."""
+    from scipy import special
+
+    offsets = np.arange(-before, after + 1, dtype=np.int32)
+    if sd_days <= 0 or offsets.size == 1:
+        probabilities = (offsets == 0).astype(np.float64)
+        return offsets, probabilities / probabilities.sum()
+    upper = special.ndtr((offsets + 0.5) / sd_days)
+    lower = special.ndtr((offsets - 0.5) / sd_days)
+    lower[0], upper[-1] = 0.0, 1.0
+    return offsets, upper - lower
+
+
+def _jittered(
+    rng: np.random.Generator, shape: tuple[int, ...], offsets: NDArray[np.int32], probabilities: NDArray[np.float64],
+    missed: float,
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """One uniform draw per visit decides both whether it is missed and its day's deviation."""
+    u = rng.random(shape, dtype=np.float32)
+    taken = u >= missed
+    within = (u - np.float32(missed)) * np.float32(1.0 / max(1.0 - missed, 1e-12))
+    thresholds = np.cumsum(probabilities)[:-1].astype(np.float32)
+    # A handful of comparisons beats a binary search for a window of a few days.
+    jitter = np.full(shape, offsets[0], dtype=np.int32)
+    for threshold in thresholds:
+        jitter += within >= threshold
+    return jitter, taken
+
+
+@dataclass
+class _VisitSummary:
+    """What the treatment visits gave, per (flattened) patient."""
+
+    time: NDArray[np.int32]
+    done: NDArray[np.bool_]
+    sums: tuple[NDArray[np.float32], ...]
+    days: NDArray[np.int32] | None
+    values: NDArray[np.float64] | None
+    taken: NDArray[np.bool_] | None
+
+
+#: Shrink the working set once this share of it has finished (negative or dropped out).
+_COMPACT_WHEN_FINISHED = 0.25
+
+
+def _treatment_visits(
+    rng: np.random.Generator,
+    curve: kinetics.LoadCurve,
+    last_day_alive: NDArray[np.int32],
+    baseline: NDArray[np.float32],
+    design: TrialDesign,
+    count: int,
+    jitter: tuple[NDArray[np.int32], NDArray[np.float64], float],
+    lloq: float,
+    noise_sd: float,
+    keep_visits: bool,
+) -> _VisitSummary:
+    """Weekly visits until CMV-DNA is negative, dropout or the horizon.
+
+    Works on a shrinking set of patients still being followed: once a quarter of the set has
+    finished, their results are written out and the rest carried on, so late visits (few patients
+    left) cost little. Every draw depends only on the seed and the data, never on timing.
+    """
+    total = baseline.size
+    offsets, probabilities, missed = jitter
+    lloq32, noise32 = np.float32(lloq), np.float32(noise_sd)
+    needed = design.consecutive_negatives
+    curve_rows = len(kinetics.LoadCurve.PER_PATIENT)
+    # The working set as two stacked arrays (one gather each when it shrinks):
+    # floats = curve coefficients, then the regression sums n, Σt, Σy, Σt², Σty;
+    # ints = last day alive, negativity day, last day seen, negative run length, run start.
+    floats = np.empty((curve_rows + 5, total), dtype=np.float32)
+    for row, name in enumerate(kinetics.LoadCurve.PER_PATIENT):
+        floats[row] = getattr(curve, name)
+    floats[curve_rows:] = 0.0
+    floats[curve_rows] = 1.0
+    floats[curve_rows + 2] = baseline
+    ints = np.zeros((5, total), dtype=np.int32)
+    ints[0] = last_day_alive
+    w_done = np.zeros(total, dtype=bool)
+    w_live = np.ones(total, dtype=bool)
+    index = np.arange(total)
+
+    # Results for everyone, written when a patient leaves the working set.
+    time = np.zeros(total, dtype=np.int32)
+    done = np.zeros(total, dtype=bool)
+    sums = np.zeros((5, total), dtype=np.float32)
+    kept_days = np.full((total, count), -1, dtype=np.int32) if keep_visits else None
+    kept_values = np.full((total, count), np.nan) if keep_visits else None
+    kept_taken = np.zeros((total, count), dtype=bool) if keep_visits else None
+
+    def write_out(which: NDArray[np.intp]) -> None:
+        target = index[which]
+        finished_done = w_done[which]
+        time[target] = np.where(finished_done, ints[1, which], ints[2, which])
+        done[target] = finished_done
+        sums[:, target] = floats[curve_rows:, which]
+
+    for k in range(count):
+        n = index.size
+        if n == 0:
+            break
+        jitter_days, taken = _jittered(rng, (n,), offsets, probabilities, missed)
+        noise = rng.standard_normal(n, dtype=np.float32)
+        day = jitter_days + np.int32(design.treatment_first_day + k * design.treatment_every_days)
+        day_f = day.astype(np.float32)
+        alive = day <= ints[0]
+        seen = taken & w_live & alive
+        measured = kinetics.LoadCurve(*floats[:curve_rows], curve.exposure_by_day).at(day, day_f) + noise32 * noise
+        negative = measured < lloq32
+        if keep_visits:
+            kept_days[index, k] = np.where(w_live & alive, day, -1)
+            kept_values[index, k] = measured
+            kept_taken[index, k] = seen
+        # Decline regression: every sample up to and including the first negative one, a value
+        # below the LLOQ counting as the LLOQ.
+        y = np.maximum(measured, lloq32)
+        w = seen.astype(np.float32)
+        wt = w * day_f
+        floats[curve_rows] += w
+        floats[curve_rows + 1] += wt
+        floats[curve_rows + 2] += w * y
+        floats[curve_rows + 3] += wt * day_f
+        floats[curve_rows + 4] += wt * y
+        np.copyto(ints[2], day, where=seen)
+        if needed == 1:
+            confirmed = seen & negative
+            np.copyto(ints[1], day, where=confirmed)
+        else:
+            # The first of ``needed`` consecutive negative samples (among those taken).
+            starts = seen & negative & (ints[3] == 0)
+            np.copyto(ints[4], day, where=starts)
+            ints[3] = np.where(seen, np.where(negative, ints[3] + 1, 0), ints[3])
+            confirmed = seen & (ints[3] >= needed)
+            np.copyto(ints[1], ints[4], where=confirmed)
+        w_done |= confirmed
+        # Visit days only grow, so a patient past the dropout day is never seen again.
+        w_live &= ~confirmed & alive
+        live = np.count_nonzero(w_live)
+        if n - live >= _COMPACT_WHEN_FINISHED * n:
+            write_out(np.flatnonzero(~w_live))
+            keep = np.flatnonzero(w_live)
+            index, floats, ints, w_done = index[keep], floats[:, keep], ints[:, keep], w_done[keep]
+            w_live = np.ones(keep.size, dtype=bool)
+    write_out(np.arange(index.size))
+    return _VisitSummary(time, done, tuple(sums), kept_days, kept_values, kept_taken)
+
+
+def simulate_cohort(
+    rng: np.random.Generator,
+    scenario: Scenario,
+    design: TrialDesign,
+    il2: NDArray[np.bool_],
+    *,
+    keep_visits: bool = False,
+    log10_v0: NDArray[np.float64] | None = None,
+) -> CohortOutcomes:
+    """Simulate every patient of ``il2``'s shape (True = IL-2 arm) through the treatment phase.
+
+    ``log10_v0`` gives the patients' true baseline loads when they are already known (the demo
+    trial's screened candidates); otherwise they are drawn from the scenario's population.
+    """
+    shape = np.shape(il2)
+    population, visits = scenario.population, scenario.visits
+    if log10_v0 is None:
+        log10_v0 = population.cmv_dna_log10_copies_per_ml.sample(rng, shape)
+    patients = kinetics.draw_patients(rng, scenario.kinetics, log10_v0, il2, design.il2_interval_days)
+    lymphocytes = population.lymphocytes_10e9_per_l.sample(rng, shape)
+    nk_fraction = population.nk_fraction_of_lymphocytes.sample(rng, shape)
+    hazard = scenario.dropout.weekly_hazard.value
+    rate = -np.log1p(-hazard) / DAYS_PER_WEEK if hazard < 1 else np.inf
+    dropout_day = rng.exponential(1.0 / rate, shape) if 0 < rate < np.inf else np.full(shape, np.inf if rate == 0 else 0.0)
+
+    noise_sd = scenario.assay.noise_sd_log10.value
+    lloq = np.log10(design.lloq_copies_per_ml)
+    count = treatment_visit_count(design, visits.horizon_days.value)
+    offsets, probabilities = jitter_probabilities(
+        visits.jitter_sd_days.value, design.treatment_window.before, design.treatment_window.after
+    )
+
+    # Baseline sample (day 0) starts each patient's decline regression.
+    baseline = log10_v0 + noise_sd * rng.standard_normal(shape, dtype=np.float32)
+    last_day = design.treatment_first_day + max(count - 1, 0) * design.treatment_every_days + int(offsets[-1])
+    last_day_alive = np.minimum(np.floor(dropout_day), np.iinfo(np.int32).max).astype(np.int32)
+    seen = _treatment_visits(
+        rng,
+        kinetics.prepare_curve(patients, last_day),
+        last_day_alive.reshape(-1),
+        baseline.reshape(-1),
+        design,
+        count,
+        (offsets, probabilities, visits.missed_visit.value),
+        lloq,
+        noise_sd,
+        keep_visits,
+    )
+    time = seen.time.reshape(shape)
+    done = seen.done.reshape(shape)
+    s1, st, sy, stt, sty = (a.reshape(shape).astype(np.float64) for a in seen.sums)
+
+    horizon = np.int32(visits.horizon_days.value)
+    end_of_treatment = np.where(done, time, np.minimum(np.floor(dropout_day), horizon)).astype(np.int32)
+    denominator = s1 * stt - st * st
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where((s1 >= 2) & (denominator > 0), (s1 * sty - st * sy) / denominator, np.nan)
+
+    nk_cv = scenario.kinetics.nk.measurement_cv.value
+    nk_true = lymphocytes * nk_fraction * CELLS_PER_UL_PER_10E9_PER_L
+    nk_baseline = nk_true * np.exp(nk_cv * rng.standard_normal(shape))
+    week12_offsets, week12_p = jitter_probabilities(visits.jitter_sd_days.value, design.week12.before, design.week12.after)
+    week12_jitter, week12_taken = _jittered(rng, shape, week12_offsets, week12_p, visits.missed_visit.value)
+    week12_day = (design.week12.day + week12_jitter).astype(np.int32)
+    fold = kinetics.nk_fold(patients, week12_day, il2_stop_day=np.where(il2, end_of_treatment, np.inf))
+    nk_week12 = nk_true * fold * np.exp(nk_cv * rng.standard_normal(shape))
+    nk_week12 = np.where(week12_taken & (week12_day <= dropout_day), nk_week12, np.nan)
+
+    return CohortOutcomes(
+        il2=np.asarray(il2, dtype=bool),
+        patients=patients,
+        time=time,
+        event=done,
+        end_of_treatment_day=end_of_treatment,
+        dropout_day=dropout_day,
+        baseline_log10=baseline.astype(np.float64),
+        slope_log10_per_day=slope,
+        nk_baseline=nk_baseline,
+        nk_week12=nk_week12,
+        week12_day=week12_day,
+        lymphocytes=lymphocytes,
+        visit_days=None if seen.days is None else seen.days.reshape(*shape, count),
+        visit_log10=None if seen.values is None else seen.values.reshape(*shape, count),
+        visit_taken=None if seen.taken is None else seen.taken.reshape(*shape, count),
+    )
