@@ -119,7 +119,9 @@ def _render_list(entries: list[ListEntry], protocol_id: str) -> None:
 
 def register(app: typer.Typer) -> None:
     eligibility_app = typer.Typer(help="Judge a candidate's eligibility under a protocol.", no_args_is_help=True)
-    randomization_app = typer.Typer(help="Randomization lists for inspection.", no_args_is_help=True)
+    randomization_app = typer.Typer(
+        help="Randomization: lists for inspection, the scheme, balance, export and verification.", no_args_is_help=True
+    )
     app.add_typer(eligibility_app, name="eligibility")
     app.add_typer(randomization_app, name="randomization")
 

@@ -1,0 +1,478 @@
+"""`cmvtrial subject | screening | consent | randomize` and the database side of `cmvtrial randomization`.
+
+Thin adapter over services/screening.py, services/randomizing.py and services/randomization_audit.py:
+each command opens the database, resolves the subject the user named, calls one service and prints
+the answer. A subject is named by its id, ``SITE:SCREENING_NUMBER``, its subject number (once
+randomized) or a screening number unique among the user's sites. Every command takes ``--db`` and
+``--as USERNAME`` (default: the administrator `cmvtrial init` created; site work needs a site user).
+Only typer and stdlib at module top, so `cmvtrial --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cmvtrial.adapters.cli.admin_commands import AsOption, ReasonOption, _actor, _console, _database, _table, _uow
+from cmvtrial.adapters.cli.output import DbOption, handles_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cmvtrial.core.eligibility import EligibilityResult
+    from cmvtrial.services.screening_log import ConsortCounts
+    from cmvtrial.store.database import Database
+
+SubjectArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The subject: its id, SITE:SCREENING_NUMBER, its subject number, or a screening number unique "
+        "among your sites.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    subject_app = typer.Typer(help="Trial subjects: register candidates, list and show them.", no_args_is_help=True)
+    subject_app.command("register")(subject_register)
+    subject_app.command("list")(subject_list)
+    subject_app.command("show")(subject_show)
+    app.add_typer(subject_app, name="subject")
+
+    screening_app = typer.Typer(
+        help="Screening: enter a candidate's screening data, record screen failures, the screening log.",
+        no_args_is_help=True,
+    )
+    screening_app.command("enter")(screening_enter)
+    screening_app.command("fail")(screening_fail)
+    screening_app.command("log")(screening_log)
+    app.add_typer(screening_app, name="screening")
+
+    app.command("consent")(consent)
+    app.command("randomize")(randomize)
+
+    randomization_app = _group(app, "randomization")
+    randomization_app.command("setup")(randomization_setup)
+    randomization_app.command("balance")(randomization_balance)
+    randomization_app.command("export")(randomization_export)
+    randomization_app.command("verify")(randomization_verify)
+
+
+def _group(app: typer.Typer, name: str) -> typer.Typer:
+    """The command group ``name`` another module registered (``randomization list`` lives in
+    screening_commands.py), or a new one."""
+    for info in app.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    group = typer.Typer(help="Randomization: lists, the scheme, balance, export and verification.", no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+def _subject_id(database: Database, actor: Any, reference: str) -> int:
+    from cmvtrial.services import subjects
+
+    return subjects.resolve_subject(_uow(database), actor, reference)
+
+
+def _label(view: Any) -> str:
+    number = f"{view.subject_number}, " if view.subject_number else ""
+    return f"{view.site_code}:{view.screening_number} ({number}id {view.id})"
+
+
+def _echo_json(data: object) -> None:
+    from cmvtrial.core.audit_chain import to_jsonable
+
+    typer.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
+
+
+# --- subjects ------------------------------------------------------------------------------
+
+
+@handles_errors
+def subject_register(
+    site: Annotated[str, typer.Option("--site", help="The site's code.", show_default=False)],
+    screening_number: Annotated[
+        str, typer.Option("--screening-number", help="The candidate's screening number at the site.", show_default=False)
+    ],
+    db: DbOption = None,
+    as_user: AsOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Register a screening candidate at a site (investigator or coordinator of that site)."""
+    from cmvtrial.services import subjects
+
+    with _database(db) as (_, database):
+        view = subjects.register_subject(_uow(database), _actor(database, as_user), site, screening_number, reason=reason)
+    typer.echo(f"Registered candidate {_label(view)}; enter the screening data with "
+               f"`cmvtrial screening enter {view.site_code}:{view.screening_number} FILE.json`.")
+
+
+@handles_errors
+def subject_list(
+    site: Annotated[str | None, typer.Option("--site", help="Only this site's subjects.", show_default=False)] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only subjects in this status (screening, eligible, screen_failed, randomized, ...).",
+                     show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    as_user: AsOption = None,
+) -> None:
+    """List the subjects you may see, by site."""
+    from cmvtrial.services import subjects
+
+    with _database(db) as (_, database):
+        views = subjects.list_subjects(_uow(database), _actor(database, as_user), site_code=site, status=status)
+    if as_json:
+        _echo_json(views)
+        return
+    table = _table(f"Subjects ({len(views)})", "id", "site", "screening no.", "subject no.", "status", "eligibility",
+                   "consent")
+    for view in views:
+        table.add_row(str(view.id), view.site_code, view.screening_number, view.subject_number or "", view.status,
+                      view.eligibility or "", view.consent_date.isoformat() if view.consent_date else "")
+    _console().print(table)
+
+
+@handles_errors
+def subject_show(subject: SubjectArgument, as_json: JsonOption = False, db: DbOption = None, as_user: AsOption = None) -> None:
+    """Show a subject: status, screening data, eligibility criterion by criterion, consent and allocation;
+    once randomized, the visit calendar, the doses and the latest lab values."""
+    from cmvtrial.services import screening
+
+    from cmvtrial.adapters.cli.data_commands import treatment_summary
+
+    with _database(db) as (_, database):
+        actor = _actor(database, as_user)
+        detail = screening.subject_detail(_uow(database), actor, _subject_id(database, actor, subject))
+        treatment = treatment_summary(database, actor, detail.subject.id) if detail.allocation is not None else None
+    if as_json:
+        _echo_json({
+            "subject": detail.subject,
+            "screening_data": detail.screening_data,
+            "missing_required": list(detail.missing_required),
+            "eligibility": detail.eligibility.to_dict() if detail.eligibility else None,
+            "allocation": detail.allocation,
+            **(treatment.to_dict() if treatment is not None else {}),
+        })
+        return
+    view, console = detail.subject, _console()
+    console.print(f"Subject {_label(view)} — status {view.status}, eligibility {view.eligibility or 'not judged yet'}")
+    console.print(f"Consent: {view.consent_date.isoformat() if view.consent_date else 'not recorded'}")
+    for reason in view.screen_failure_reasons or []:
+        console.print(f"Screen failure: {reason.get('criterion') or reason.get('category')}: "
+                      f"{reason.get('text') or reason.get('detail')}")
+    if detail.allocation is not None:
+        allocation = detail.allocation
+        position = f", position {allocation.sequence}" if allocation.sequence else ""
+        console.print(f"Allocation: {allocation.arm} ({allocation.method}, stratum {allocation.stratum}{position}) "
+                      f"on {allocation.allocated_at:%Y-%m-%d %H:%M} UTC")
+    if detail.missing_required:
+        console.print(f"Screening items still missing: {', '.join(detail.missing_required)}")
+    if detail.eligibility is not None:
+        _print_criteria(detail.eligibility)
+    if treatment is not None:
+        treatment.print()
+
+
+def _print_criteria(result: EligibilityResult) -> None:
+    table = _table("Eligibility", "criterion", "kind", "verdict", "values used")
+    for verdict in result.criteria:
+        shown = ", ".join(f"{name}={value}" for name, value in verdict.to_dict()["values"].items())  # type: ignore[union-attr]
+        if verdict.missing:
+            shown = (shown + "; " if shown else "") + "missing: " + ", ".join(verdict.missing)
+        table.add_row(verdict.id, verdict.kind, verdict.verdict, shown)
+    _console().print(table)
+
+
+# --- screening -----------------------------------------------------------------------------
+
+
+def _read_json_object(file: str) -> dict[str, object]:
+    from cmvtrial.core.screening_record import parse_screening_record
+    from cmvtrial.errors import InvalidInput
+
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{file} is not UTF-8 text", field="file", value=file) from None
+        except OSError as error:
+            raise InvalidInput(f"cannot read {file}: {error.strerror}", field="file", value=file) from None
+    parse_screening_record(text, source=file)  # the format's own errors, with line and column
+    data = json.loads(text)
+    return dict(data)
+
+
+def _verdict_line(result: EligibilityResult) -> str:
+    if result.eligible is True:
+        return "ELIGIBLE: every inclusion criterion met, no exclusion criterion met"
+    if result.eligible is False:
+        return "NOT ELIGIBLE (screen failure): " + ", ".join(v.id for v in result.reasons_not_eligible)
+    unknown = ", ".join(v.id for v in result.unknown)
+    return f"UNDETERMINED: {unknown} unknown; missing {', '.join(result.missing)}"
+
+
+@handles_errors
+def screening_enter(
+    subject: SubjectArgument,
+    file: Annotated[
+        str, typer.Argument(help="Screening data as JSON (docs/screening-record.md; any subset of its keys); - reads stdin.")
+    ],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    as_user: AsOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Enter or correct a candidate's screening data and judge eligibility again.
+
+    The keys given replace what is stored (null removes a value; for corticosteroid, null means none);
+    changing or removing a stored value needs --reason. Exit 0 once stored, whatever the verdict.
+    """
+    from cmvtrial.services import screening
+
+    data = _read_json_object(file)
+    with _database(db) as (_, database):
+        actor = _actor(database, as_user)
+        entry = screening.enter_screening_data(_uow(database), actor, _subject_id(database, actor, subject), data,
+                                               reason=reason)
+    if as_json:
+        _echo_json({
+            "subject": entry.subject,
+            "created": list(entry.created),
+            "updated": list(entry.updated),
+            "removed": list(entry.removed),
+            "missing_required": list(entry.missing_required),
+            "eligibility": entry.eligibility.to_dict(),
+        })
+        return
+    if entry.changed:
+        typer.echo(f"Screening data of {_label(entry.subject)}: {len(entry.created)} entered, "
+                   f"{len(entry.updated)} changed, {len(entry.removed)} removed.")
+    else:
+        typer.echo(f"Screening data of {_label(entry.subject)}: nothing changed.")
+    typer.echo(_verdict_line(entry.eligibility))
+    if entry.missing_required:
+        typer.echo(f"Still missing: {', '.join(entry.missing_required)}")
+
+
+@handles_errors
+def screening_fail(
+    subject: SubjectArgument,
+    category: Annotated[
+        str, typer.Option("--category", help="declined (declined to participate) or other.", show_default=False)
+    ],
+    detail: Annotated[str, typer.Option("--detail", help="What happened, in a few words.", show_default=False)],
+    db: DbOption = None,
+    as_user: AsOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Record a screen failure eligibility cannot see (the candidate declined, or another reason)."""
+    from cmvtrial.services import screening
+
+    with _database(db) as (_, database):
+        actor = _actor(database, as_user)
+        view = screening.record_screen_failure(_uow(database), actor, _subject_id(database, actor, subject), category,
+                                               detail, reason=reason)
+    typer.echo(f"Candidate {_label(view)} recorded as a screen failure ({category}).")
+
+
+def _print_counts(title: str, counts: ConsortCounts) -> None:
+    table = _table(title, "CONSORT box", "n")
+    table.add_row("Assessed for eligibility", str(counts.assessed))
+    table.add_row("Excluded", str(counts.excluded))
+    table.add_row("  not meeting eligibility criteria", str(counts.not_eligible))
+    for criterion, count in counts.by_criterion.items():
+        table.add_row(f"    {criterion}", str(count))
+    table.add_row("  declined to participate", str(counts.declined))
+    table.add_row("  other reasons", str(counts.other))
+    table.add_row("Randomized", str(counts.randomized))
+    table.add_row("Still in screening", str(counts.in_screening))
+    _console().print(table)
+
+
+@handles_errors
+def screening_log(
+    site: Annotated[str | None, typer.Option("--site", help="Only this site (default: every site you see).",
+                                             show_default=False)] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    as_user: AsOption = None,
+) -> None:
+    """The screening log: every candidate with status and screen-failure reasons, and the CONSORT counts."""
+    from cmvtrial.services import screening_log as screening_log_service
+
+    with _database(db) as (_, database):
+        log = screening_log_service.screening_log(_uow(database), _actor(database, as_user), site_code=site)
+    if as_json:
+        _echo_json({
+            "site": log.site_code,
+            "counts": log.counts.to_dict(),
+            "counts_by_site": {code: counts.to_dict() for code, counts in log.counts_by_site.items()},
+            "candidates": [
+                {"id": e.subject.id, "site": e.subject.site_code, "screening_number": e.subject.screening_number,
+                 "subject_number": e.subject.subject_number, "screening_date": e.screening_date,
+                 "status": e.subject.status, "eligibility": e.subject.eligibility,
+                 "screen_failure_reasons": e.subject.screen_failure_reasons, "randomized": e.randomized}
+                for e in log.entries
+            ],
+        })
+        return
+    where = f"site {log.site_code}" if log.site_code else "all sites"
+    table = _table(f"Screening log, {where} ({len(log.entries)} candidates)", "site", "screening no.", "screened on",
+                   "status", "eligibility", "reasons", "subject no.")
+    for entry in log.entries:
+        view = entry.subject
+        reasons = ", ".join(str(r.get("criterion") or r.get("category")) for r in view.screen_failure_reasons or [])
+        table.add_row(view.site_code, view.screening_number,
+                      entry.screening_date.isoformat() if entry.screening_date else "", view.status,
+                      view.eligibility or "", reasons, view.subject_number or "")
+    _console().print(table)
+    _print_counts(f"CONSORT enrolment, {where}", log.counts)
+
+
+# --- consent and randomization -------------------------------------------------------------
+
+
+@handles_errors
+def consent(
+    subject: SubjectArgument,
+    date: Annotated[str, typer.Option("--date", help="The date informed consent was signed (YYYY-MM-DD).",
+                                      show_default=False)],
+    db: DbOption = None,
+    as_user: AsOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Record the date a candidate signed informed consent (needed before randomization)."""
+    from datetime import date as Date
+
+    from cmvtrial.errors import InvalidInput
+    from cmvtrial.services import screening
+
+    try:
+        signed = Date.fromisoformat(date.strip())
+    except ValueError:
+        raise InvalidInput(f"--date '{date}' is not a date YYYY-MM-DD", field="date", value=date) from None
+    with _database(db) as (_, database):
+        actor = _actor(database, as_user)
+        view = screening.record_consent(_uow(database), actor, _subject_id(database, actor, subject), signed,
+                                        reason=reason)
+    typer.echo(f"Consent of {_label(view)} recorded: {signed.isoformat()}.")
+
+
+@handles_errors
+def randomize(subject: SubjectArgument, db: DbOption = None, as_user: AsOption = None, reason: ReasonOption = None) -> None:
+    """Randomize an eligible, consented subject of your site (investigator or coordinator); never twice."""
+    from cmvtrial.services import randomizing
+
+    with _database(db) as (_, database):
+        actor = _actor(database, as_user)
+        allocation = randomizing.randomize_subject(_uow(database), actor, _subject_id(database, actor, subject),
+                                                   reason=reason)
+    position = f", position {allocation.sequence}" if allocation.sequence else ""
+    typer.echo(f"Subject {allocation.subject_number} ({allocation.site_code}:{allocation.screening_number}) randomized "
+               f"to {allocation.arm_label} ({allocation.arm}); stratum {allocation.stratum}{position}.")
+
+
+@handles_errors
+def randomization_setup(db: DbOption = None, as_user: AsOption = None, reason: ReasonOption = None) -> None:
+    """Create the randomization scheme and its secret seed (admin, at go-live; else done on first use).
+
+    Prints the seed's SHA-256, committed in the audit trail; publish it outside the database.
+    Running it again only shows the existing scheme.
+    """
+    from cmvtrial.services import randomizing
+
+    with _database(db) as (_, database):
+        scheme = randomizing.setup_scheme(_uow(database), _actor(database, as_user), reason=reason)
+    state = "Created" if scheme.created else "Existing"
+    typer.echo(f"{state} randomization scheme {scheme.id} for {scheme.protocol_id} version {scheme.protocol_version} "
+               f"({scheme.method}, {scheme.allocations} allocations); seed SHA-256 {scheme.seed_sha256}.")
+
+
+@handles_errors
+def randomization_balance(as_json: JsonOption = False, db: DbOption = None, as_user: AsOption = None) -> None:
+    """Allocations per arm per stratum and overall, with the imbalance (admin, data manager, statistician)."""
+    from cmvtrial.services import randomizing
+
+    with _database(db) as (_, database):
+        view = randomizing.balance(_uow(database), _actor(database, as_user))
+    if as_json:
+        _echo_json(view.to_dict())
+        return
+    report = view.report
+    table = _table(f"Balance ({view.method}, {report.total} allocated)", "stratum", *report.arms, "imbalance")
+    for stratum, counts in report.by_stratum.items():
+        table.add_row(stratum, *(str(counts[arm]) for arm in report.arms), f"{float(report.imbalance_by_stratum[stratum]):g}")
+    table.add_row("overall", *(str(report.overall[arm]) for arm in report.arms), f"{float(report.overall_imbalance):g}")
+    _console().print(table)
+    for factor, levels in view.margins.items():
+        margins = _table(f"Factor {factor}", "level", *report.arms)
+        for level, counts in sorted(levels.items()):
+            margins.add_row(level, *(str(counts.get(arm, 0)) for arm in report.arms))
+        _console().print(margins)
+
+
+@handles_errors
+def randomization_export(
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write (readable by you only).", show_default=False)],
+    stratum: Annotated[
+        list[str] | None,
+        typer.Option("--stratum", help="A stratum to export (repeatable); default: every stratum in use or planned.",
+                     show_default=False),
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Positions per stratum; default: the target enrollment.",
+                                          show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+    db: DbOption = None,
+    as_user: AsOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Export the randomization lists with the secret seed (admin only; the export is audited)."""
+    from cmvtrial.errors import InvalidInput
+    from cmvtrial.services import randomization_audit
+
+    if out.exists() and not force:
+        raise InvalidInput(f"{out} exists; choose another file or add --force", field="out", value=str(out))
+    with _database(db) as (_, database):
+        export = randomization_audit.export_list(_uow(database), _actor(database, as_user), strata=stratum, n=n,
+                                                 reason=reason)
+    payload = json.dumps(export.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    try:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+    except OSError as error:
+        raise InvalidInput(f"cannot write {out}: {error.strerror}", field="out", value=str(out)) from None
+    positions = sum(len(entries) for entries in export.strata.values())
+    typer.echo(f"Wrote {out}: {len(export.strata)} strata, {positions} positions, "
+               f"{len(export.minimization)} minimization decisions. It holds the secret seed: keep it safe.")
+
+
+@handles_errors
+def randomization_verify(db: DbOption = None, as_user: AsOption = None) -> None:
+    """Recompute the scheme from its seed: the committed hash, every list position and allocation,
+    and every minimization decision. Exit 0 when all agree, 1 naming each problem."""
+    from cmvtrial.services import randomization_audit
+
+    with _database(db) as (_, database):
+        check = randomization_audit.verify_randomization(_uow(database), _actor(database, as_user))
+    if not check.scheme_exists:
+        typer.echo("No randomization scheme yet: nothing to verify.")
+        return
+    if not check.ok:
+        for problem in check.problems:
+            typer.echo(f"problem: {problem}", err=True)
+        typer.echo(f"randomization verification failed: {len(check.problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"Randomization intact: seed matches the hash committed in audit event {check.commitment_sequence}; "
+               f"{check.allocations_checked} allocations in {check.strata_checked} strata verified.")
