@@ -11,7 +11,7 @@ export CMVTRIAL_ADMIN_PASSWORD ?= demo-admin-passphrase
 .PHONY: install test run docs clean help
 
 help:
-	@echo "make run    build the environment, initialise the demo trial in cmvtrial.db and show its status"
+	@echo "make run    build the environment, initialise the demo trial in cmvtrial.db, print the demo accounts and serve the web app on 127.0.0.1:8000"
 	@echo "make test   build the environment and run every test"
 	@echo "make docs   regenerate docs/cli-reference.md from the commands' help"
 	@echo "make clean  remove the environment and the demo database"
@@ -25,12 +25,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
-test: install
+# The browser test drives Debian's Chromium (never a downloaded browser). Installed here when
+# missing; apt-get needs root (CI runs as root; elsewhere run `sudo apt-get install -y chromium`).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "Debian's chromium is missing and installing it needs root: sudo apt-get install -y chromium"; exit 1; fi
+	apt-get update -qq && apt-get install -y -qq chromium
+
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Demo passwords are printed once, when the demo is first created (they are stored only as hashes);
+# `make clean` starts over with new ones.
 run: install
 	$(BIN)/cmvtrial init --protocol $(PROTOCOL) --db $(DB_URL) --demo --if-missing
 	$(BIN)/cmvtrial status --db $(DB_URL)
+	$(BIN)/cmvtrial user list --db $(DB_URL)
+	@echo "Sign in at http://$(HOST):$(PORT)/ as admin with CMVTRIAL_ADMIN_PASSWORD (default demo-admin-passphrase),"
+	@echo "or as a demo user with the password printed when the demo was created."
+	$(BIN)/cmvtrial serve --db $(DB_URL) --host $(HOST) --port $(PORT)
 
 # Regenerates the CLI reference from the commands' own help (a test checks it is current).
 docs: install

@@ -34,12 +34,25 @@ def main(
 def _register_command_groups() -> None:
     # Each module exposes register(app); modules import only typer/rich at top level.
     from cmvtrial.adapters.cli import admin_commands, protocol_commands, screening_commands
-    from cmvtrial.adapters.cli import safety_commands
+    from cmvtrial.adapters.cli import safety_commands, treatment_commands
+    from cmvtrial.adapters.cli import simulation_commands
+    from cmvtrial.adapters.cli import serve_commands
+    from cmvtrial.adapters.cli import subject_commands
+    from cmvtrial.adapters.cli import adverse_event_commands
+    from cmvtrial.adapters.cli import data_commands
+    from cmvtrial.adapters.cli import analysis_commands
 
     protocol_commands.register(app)
     admin_commands.register(app)
     screening_commands.register(app)
+    subject_commands.register(app)
     safety_commands.register(app)
+    adverse_event_commands.register(app)
+    treatment_commands.register(app)
+    data_commands.register(app)  # after treatment_commands: adds `dose record` to its `dose` group
+    simulation_commands.register(app)
+    analysis_commands.register(app)
+    serve_commands.register(app)
 
 
 _register_command_groups()
