@@ -18,10 +18,13 @@ help:
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; otherwise a no-op.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the lock changes; otherwise a no-op. The exact versions
+# (and their SHA-256 hashes) come from requirements.lock, so a fresh clone gets what was tested;
+# docs/security.md says how to regenerate it after changing a dependency.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
@@ -41,9 +44,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 # Demo passwords are printed once, when the demo is first created (they are stored only as hashes);
-# `make clean` starts over with new ones.
+# `make clean` starts over with new ones. The first run also enters a virtual trial of DEMO_SUBJECTS
+# randomized subjects through the real services (default 16, about 30 s; `make run DEMO_SUBJECTS=100`
+# takes about 2.5 min, mostly the investigators' password checks at signing); later runs keep it.
 run: install
 	$(BIN)/cmvtrial init --protocol $(PROTOCOL) --db $(DB_URL) --demo --if-missing
+	$(BIN)/cmvtrial simulate trial --protocol $(PROTOCOL) --db $(DB_URL) --if-empty --n $(or $(DEMO_SUBJECTS),16)
 	$(BIN)/cmvtrial status --db $(DB_URL)
 	$(BIN)/cmvtrial user list --db $(DB_URL)
 	@echo "Sign in at http://$(HOST):$(PORT)/ as admin with CMVTRIAL_ADMIN_PASSWORD (default demo-admin-passphrase),"

@@ -5,10 +5,12 @@ Trial numbers do not belong here; they live in protocol files.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///cmvtrial.db"
+#: The shortest CMVTRIAL_SECRET_KEY accepted.
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Lifetime of a new API bearer token in days; the user makes a new one when it expires.",
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key (at least 32 characters) that seals the randomization seed at rest and keys "
+        "subject pseudonyms in exports. Unset means the published development key, accepted only for "
+        "local use (an SQLite database, serve on loopback); PostgreSQL and serve beyond loopback refuse it. "
+        "Keep it outside the database and its backups: without it the seed cannot be read.",
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # 32 characters of a random token carry well over 128 bits; a short word would not.
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters (a random token, not a word)")
+        return value
 
 
 def load_settings(**overrides: object) -> Settings:

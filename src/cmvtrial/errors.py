@@ -7,7 +7,8 @@ The hierarchy::
     │   ├── ProtocolInvalid     a protocol file with problems, each with its location
     │   ├── ScenarioInvalid     a simulation scenario file with problems, each with its location
     │   ├── UnitError           a unit the quantity does not accept
-    │   └── OutOfRange          a value outside its hard limits
+    │   ├── OutOfRange          a value outside its hard limits
+    │   └── BackupInvalid       a backup file that is not one, or whose checksum does not match
     ├── NotFound                the thing named does not exist        (HTTP 404, exit 1)
     ├── Forbidden               the actor's role or site does not allow it (HTTP 403, exit 1)
     │   └── CsrfRejected        a form or cookie-authenticated API call without its CSRF token
@@ -19,14 +20,21 @@ The hierarchy::
     │   ├── NotConsented        randomizing a subject whose consent is not recorded
     │   ├── OutsideVisitWindow
     │   ├── DrugNotInArm        a dose of a drug the subject's arm does not receive
-    │   └── OutsideTreatmentPeriod  a dose before treatment starts or after it ended
+    │   ├── OutsideTreatmentPeriod  a dose before treatment starts or after it ended
+    │   ├── SecretKeyRequired   a sealed secret is needed but CMVTRIAL_SECRET_KEY is missing or the
+    │   │                       published development key outside local use
+    │   ├── SecretKeyMismatch   a secret was sealed under another CMVTRIAL_SECRET_KEY
+    │   └── DatabaseNotEmpty    restoring a backup into a database that already holds tables
     ├── AuthenticationFailed    wrong user name or password           (HTTP 401, exit 1)
     │   └── TooManyAttempts     account locked or sign-ins rate-limited (HTTP 429)
     ├── DatabaseError           the database cannot serve the request (HTTP 503, exit 1)
     │   ├── DatabaseUrlInvalid
     │   ├── DatabaseUnavailable
     │   ├── DatabaseNotInitialised
-    │   └── DatabaseLocked
+    │   ├── DatabaseLocked
+    │   └── BackupFailed        pg_dump / pg_restore missing or failing, or a restore that does not
+    │                           reproduce the backup
+    ├── ClusterUnavailable      the Dask scheduler named cannot be reached (HTTP 500, exit 1)
     └── AuditChainBroken        the audit trail fails verification    (HTTP 500, exit 1)
 
 Adapters map the families to exit codes and HTTP statuses through ``exit_code`` and
@@ -94,6 +102,13 @@ class OutOfRange(InvalidInput):
     code = "out_of_range"
 
 
+class BackupInvalid(InvalidInput):
+    """A file given to `cmvtrial restore` that is not a cmvtrial backup, or whose content does not
+    match the SHA-256 in its manifest (damaged or altered): nothing is restored from it."""
+
+    code = "backup_invalid"
+
+
 class NotFound(CmvtrialError):
     code = "not_found"
     http_status = 404
@@ -155,6 +170,26 @@ class OutsideTreatmentPeriod(Refused):
     code = "outside_treatment_period"
 
 
+class SecretKeyRequired(Refused):
+    """Sealing or opening a secret (the randomization seed) without a usable CMVTRIAL_SECRET_KEY:
+    none is set, or the published development key, outside local use (STYLE.md "Configuration")."""
+
+    code = "secret_key_required"
+
+
+class SecretKeyMismatch(Refused):
+    """A sealed secret that the configured CMVTRIAL_SECRET_KEY cannot open: it was sealed under
+    another key (or altered). The seed is never guessed or regenerated; set the original key."""
+
+    code = "secret_key_mismatch"
+
+
+class DatabaseNotEmpty(Refused):
+    """`cmvtrial restore` into a database that already holds tables: a restore never overwrites."""
+
+    code = "database_not_empty"
+
+
 class AuthenticationFailed(CmvtrialError):
     code = "authentication_failed"
     http_status = 401
@@ -187,6 +222,19 @@ class DatabaseNotInitialised(DatabaseError):
 
 class DatabaseLocked(DatabaseError):
     code = "database_locked"
+
+
+class BackupFailed(DatabaseError):
+    """A backup or restore that could not be completed: pg_dump or pg_restore missing or failing,
+    or a restored database whose row counts or audit chain differ from the backup's manifest."""
+
+    code = "backup_failed"
+
+
+class ClusterUnavailable(CmvtrialError):
+    """`simulate power --scheduler ADDRESS` when no Dask scheduler answers there."""
+
+    code = "cluster_unavailable"
 
 
 class AuditChainBroken(CmvtrialError):

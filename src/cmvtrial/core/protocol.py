@@ -488,6 +488,8 @@ class Protocol(_Model):
     source: str | None = Field(None, description="The registry record this file was written from.")
     registry_ids: tuple[RegistryId, ...] = ()
     sponsor: Text
+    countries: tuple[Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")], ...] = Field(
+        (), description="ISO 3166-1 alpha-3 codes of the countries the trial recruits in (SDTM DM.COUNTRY).")
     phase: tuple[Literal["early_phase1", "phase1", "phase2", "phase3", "phase4", "not_applicable"], ...] = ()
     population: Population
     design: Design

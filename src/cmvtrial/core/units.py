@@ -79,6 +79,7 @@ _ALIASES: dict[str, str] = {
     "copies/ml": "copies/mL",
     "copy/ml": "copies/mL",
     "cp/ml": "copies/mL",
+    "{copies}/ml": "copies/mL",  # UCUM with an annotation, as FHIR lab results carry it (standards.md §4.1)
     "iu/ml": "[IU]/mL",
     "[iu]/ml": "[IU]/mL",
     "miu": "[MIU]",

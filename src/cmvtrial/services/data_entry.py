@@ -279,10 +279,12 @@ def enter_visit_data(
     visit_date: date | None = None,
     complete: bool | Sequence[str] = False,
     reason: str | None = None,
+    source: str = "manual",
 ) -> VisitEntry:
     """Enter or correct the values of one visit's forms (see the module docstring). ``visit_date``
     defaults to the date already recorded for the visit, else ``today``; ``complete`` marks every
-    submitted form (True) or the listed ones complete."""
+    submitted form (True) or the listed ones complete. ``source`` says where the values came from
+    (``manual``, or ``fhir`` for a hospital's lab results imported by services/lab_import.py)."""
     from cmvtrial.services import signatures
 
     visits.require_date(today, "today")
@@ -330,7 +332,7 @@ def enter_visit_data(
         not_graded: list[str] = []
         for plan in plans:
             instance = _write_form(uow, actor, ctx, event, plan, note)
-            written = _write_items(uow, actor, ctx, instance, plan, note)
+            written = _write_items(uow, actor, ctx, instance, plan, note, source)
             o, c = sync_edit_check_queries(uow, actor, ctx.subject, instance, plan.entry.findings, written,
                                            data_changed=plan.data_changed)
             opened += o
@@ -423,12 +425,12 @@ def _write_form(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: Stu
 
 
 def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance: FormInstance, plan: _FormPlan,
-                 reason: str | None) -> dict[str, ItemValue]:
+                 reason: str | None, source: str = "manual") -> dict[str, ItemValue]:
     """Write the plan's values; the form's rows by item path afterwards."""
     now, site_id = uow.clock(), ctx.subject.site_id
     rows = dict(plan.rows)
     for columns in plan.creates:
-        row = ItemValue(form_instance_id=instance.id, subject_id=ctx.subject.id, item_group_repeat=0, source="manual",
+        row = ItemValue(form_instance_id=instance.id, subject_id=ctx.subject.id, item_group_repeat=0, source=source,
                         version=1, entered_by_user_id=actor.user_id, entered_at=now, **columns)
         uow.session.add(row)
         uow.session.flush()
@@ -439,7 +441,7 @@ def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance:
         for name, value in columns.items():
             setattr(row, name, value)
         row.version += 1
-        row.entered_by_user_id, row.entered_at = actor.user_id, now
+        row.entered_by_user_id, row.entered_at, row.source = actor.user_id, now, source
         uow.session.flush()
         uow.audit.record(actor, "item_value.update", row, before=before, after=row, reason=reason, site_id=site_id)
     for row in plan.deletes:

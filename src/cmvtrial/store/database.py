@@ -39,9 +39,14 @@ class Database:
         self.engine.dispose()
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+#: Key of ``Session.info`` holding CMVTRIAL_SECRET_KEY (or None): services/sealing.py reads it there,
+#: so the key travels with the database it protects and never through a global.
+SECRET_KEY_INFO = "cmvtrial.secret_key"
+
+
+def make_session_factory(engine: Engine, *, secret_key: str | None = None) -> sessionmaker[Session]:
     # Objects stay readable after commit: services build their answers after committing.
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(engine, expire_on_commit=False, info={SECRET_KEY_INFO: secret_key})
 
 
 def open_database(
@@ -65,7 +70,8 @@ def open_database(
             database=safe_url(parsed),
         )
     engine = make_engine(parsed, settings)
-    database = Database(engine=engine, session_factory=make_session_factory(engine))
+    secret_key = settings.secret_key.get_secret_value() if settings is not None and settings.secret_key else None
+    database = Database(engine=engine, session_factory=make_session_factory(engine, secret_key=secret_key))
     if database.is_missing_file():
         return database  # create=True: connecting now would leave an empty file behind on a refusal
     try:

@@ -14,6 +14,7 @@ one-line domain errors; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from cmvtrial.errors import (
     DatabaseNotInitialised,
     DatabaseUnavailable,
     DatabaseUrlInvalid,
+    OutOfRange,
 )
 
 #: Execution option: the transaction only reads (SQLite then begins DEFERRED, not IMMEDIATE).
@@ -36,6 +38,8 @@ READ_ONLY = "cmvtrial_read_only"
 SUPPORTED = "sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname"
 _DEFAULT_BUSY_TIMEOUT_MS: int = Settings.model_fields["sqlite_busy_timeout_ms"].default
 _DEFAULT_CONNECT_TIMEOUT_S = 10
+#: Key in a connection's info: it holds the process's SQLite write lock.
+_WRITER = "cmvtrial_sqlite_writer"
 
 # SQLite messages that mean "this file cannot serve" rather than "the SQL is wrong".
 _SQLITE_UNAVAILABLE = (
@@ -126,10 +130,32 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
+    # Writers of one process queue on a lock before BEGIN IMMEDIATE: SQLite's busy handler makes a
+    # waiting writer sleep with growing back-off (up to 100 ms a try), so a server's concurrent
+    # requests would mostly sleep; in order on a lock they wait only for the writer ahead of them
+    # (benchmarks/bench_api_load.py). Other processes still meet the busy timeout.
+    writer = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if not read_only:
+            if not writer.acquire(timeout=busy_timeout_ms / 1000):
+                raise DatabaseLocked("another writer of this process held the database past the busy timeout; "
+                                     "try again")
+            connection.info[_WRITER] = True
+        try:
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: Any) -> None:
+        if connection.info.pop(_WRITER, False):
+            writer.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 def translate(error: exc.DBAPIError, url: str | URL) -> CmvtrialError | None:
@@ -147,6 +173,10 @@ def translate(error: exc.DBAPIError, url: str | URL) -> CmvtrialError | None:
     if sqlstate == "23505" or lowered.startswith("unique constraint failed"):
         # Services check for duplicates first; this catches the race two writers can still run.
         return AlreadyExists(f"that record already exists ({text})", database=where)
+    if sqlstate == "22003":
+        # A number beyond the column's range (e.g. an id of 2**31 in a URL): it cannot exist, so it
+        # is bad input, not a bug (found by the API fuzzer, tests/reliability/corpus/).
+        return OutOfRange(f"a number is out of the range the database stores ({text})", database=where)
     if lowered.startswith("no such table") or sqlstate == "42P01":
         return DatabaseNotInitialised(
             f"{where} has no trial tables ({text}); run `cmvtrial init --protocol ID --db {where}`",
@@ -163,6 +193,14 @@ def _is_connection_problem(sqlstate: str | None) -> bool:
     # No SQLSTATE: the server never answered. 08: connection exception; 28: bad credentials;
     # 3D000: no such database; 57P0x: server shutting down or not accepting connections.
     return sqlstate is None or sqlstate.startswith(("08", "28", "57P")) or sqlstate == "3D000"
+
+
+def translate_overflow(error: OverflowError) -> CmvtrialError | None:
+    """SQLite's driver refuses an integer beyond 64 bits before the database sees it; like
+    PostgreSQL's 22003 above, that is bad input (an impossible id), not a bug."""
+    if "too large to convert to sqlite" in str(error).lower():
+        return OutOfRange("a number is out of the range the database stores (more than 64 bits)")
+    return None
 
 
 @contextmanager

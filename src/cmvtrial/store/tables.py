@@ -251,7 +251,9 @@ class ItemValue(Base):
 
 class RandomizationScheme(Base):
     """How one protocol version randomizes: the method and the secret seed its lists come from.
-    The seed's SHA-256 is committed in the audit trail before the first allocation."""
+    The seed's SHA-256 is committed in the audit trail before the first allocation. The seed itself
+    is stored only sealed (AES-256-GCM under CMVTRIAL_SECRET_KEY, services/sealing.py), so a copy of
+    the database or of a backup does not reveal the lists."""
 
     __tablename__ = "randomization_schemes"
     __audit_entity__ = "randomization_scheme"
@@ -259,7 +261,7 @@ class RandomizationScheme(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"), unique=True)
     method: Mapped[str] = mapped_column(String(32))
-    seed: Mapped[str] = mapped_column(String(128), info=WITHHELD)
+    sealed_seed: Mapped[str] = mapped_column(String(255), info=WITHHELD)
     seed_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))

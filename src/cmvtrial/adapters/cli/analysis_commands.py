@@ -304,14 +304,18 @@ def export_adam(
     db: DbOption = None,
     as_user: AsOption = None,
 ) -> None:
-    """Write the analysis datasets (ADSL, ADTTE, ADLB; columns in docs/report.md) as CSV, with an R script."""
+    """Write the analysis datasets (ADSL, ADTTE, ADLB; columns in docs/report.md) as CSV, with an R script.
+
+    From a database the rows carry SDTM's pseudonymized USUBJID and trace to SDTM (docs/interop.md)."""
+    from cmvtrial.adapters.cli.interop_commands import adam_tables
     from cmvtrial.analysis.derivations import derive_datasets
 
     data = _trial_data(simulate, protocol, seed, n, cutoff, db, as_user)
     datasets = derive_datasets(data)
+    tables = adam_tables(datasets, from_database=simulate is None, db=db, as_user=as_user)
     folder = Path(out)
-    for name, frame in (("ADSL", datasets.adsl), ("ADTTE", datasets.adtte), ("ADLB", datasets.adlb)):
+    for name, frame in tables.items():
         _write(folder / f"{name}.csv", frame.to_csv(index=False, date_format="%Y-%m-%d"))
     _write(folder / "rerun.R", R_SCRIPT.replace("{reference}", datasets.setup.reference_arm))
-    typer.echo(f"Wrote ADSL.csv ({len(datasets.adsl)} rows), ADTTE.csv ({len(datasets.adtte)} rows), "
-               f"ADLB.csv ({len(datasets.adlb)} rows) and rerun.R to {folder}.")
+    typer.echo(f"Wrote ADSL.csv ({len(tables.adsl)} rows), ADTTE.csv ({len(tables.adtte)} rows), "
+               f"ADLB.csv ({len(tables.adlb)} rows) and rerun.R to {folder}.")

@@ -160,7 +160,7 @@ def upgrade() -> None:
             unique=True,
         ),
         sa.Column("method", sa.String(32), nullable=False),
-        sa.Column("seed", sa.String(128), nullable=False),
+        sa.Column("sealed_seed", sa.String(255), nullable=False),
         sa.Column("seed_sha256", sa.String(64), nullable=False),
         sa.Column("created_at", TIME, nullable=False),
         _user_fk("created_by_user_id"),

@@ -1,0 +1,518 @@
+"""SDTM datasets (SDTMIG 3.4) from the export snapshot: the trial design and the subjects' data.
+
+What maps where — all driven by the protocol's own annotations (``sdtm:`` on items), so a third
+protocol exports without code changes:
+
+- **TS, TA, TE, TV** from the protocol (sdtm_design.py).
+- **DM**: one record per screened candidate (screen failures too, with ARMNRS); RFSTDTC is the
+  randomization date (the visit plan's day 0), RFXSTDTC/RFXENDTC the first and last dose given,
+  RFENDTC the last dose once treatment has ended, RFPENDTC the last date known; SEX and the other
+  items annotated ``domain: DM``; AGE from the protocol's ``age_in_years`` derived value at
+  screening. BRTHDTC is never exported (pseudonymized data, see services/export_data.py).
+- **DS**: consent and randomization (protocol milestones), screen failure, end of treatment and
+  end of study (disposition events).
+- **SV**: every visit done (SVOCCUR Y) or missed (N); planned and cancelled visits are not visits.
+- **EX**: every dose given (held and missed doses are not exposure; they are in ODM and FHIR).
+- **AE**: CTCAE term and grade (AETOXGR, the number only: standards.md §3.1), seriousness flags,
+  outcome; action and causality over the study drugs (AEACN MULTIPLE when the drugs' actions differ).
+- **CM**, **MH**: records from items annotated ``domain: CM`` (one per form or group occurrence)
+  and ``domain: MH`` (the coded diagnosis, as its codelist label).
+- **LB, VS, QS**: one record per value of an item with an SDTM test code: original result and unit
+  as entered, standardized result and unit as normalized; a CMV-DNA result below the assay's limit
+  is ``<LLOQ`` (LBSTRESN null) and one not detected ``NOT DETECTED``; a ULN the protocol pairs with
+  the item gives the reference range and LBNRIND; --LOBXFL marks the last result on or before the
+  first dose.
+
+``--SEQ`` numbers each subject's records in date order; ``--DY`` counts from RFSTDTC (no day 0);
+EPOCH is screening before randomization, treatment up to the end of treatment, follow-up after.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from cmvtrial.adapters.interop import sdtm_design as design
+from cmvtrial.adapters.interop.sdtm_spec import DATASETS, ORDER, Dataset
+from cmvtrial.adapters.interop.terminology import DOSE_FORMS, MULTIPLE, ROUTES, cdisc_unit
+from cmvtrial.core import units
+from cmvtrial.core.adverse_events import SeriousnessCriterion
+from cmvtrial.core.derived_values import age_in_years
+from cmvtrial.core.schedule import DETECTED_BELOW_LLOQ, NOT_DETECTED
+from cmvtrial.errors import CmvtrialError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cmvtrial.core.protocol import Item, Protocol
+    from cmvtrial.services.export_data import ExportData, ExportSubject, ExportValue
+
+#: DM variables never exported, whatever the protocol annotates: they identify a person.
+WITHHELD = frozenset({"BRTHDTC"})
+_RELATEDNESS_ORDER = ("definite", "probable", "possible", "unlikely", "not_related")
+
+
+@dataclass(frozen=True, eq=False)
+class SdtmPackage:
+    """The datasets by name (columns in SDTMIG order) and the study they belong to."""
+
+    study_id: str
+    protocol: Protocol
+    datasets: dict[str, pd.DataFrame]
+
+    def spec(self, name: str) -> Dataset:
+        return DATASETS[name]
+
+
+def iso(value: date | datetime | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0, tzinfo=None).isoformat(timespec="minutes")
+    return value.isoformat()
+
+
+def study_day(on: date | None, reference: date | None) -> float | None:
+    """SDTM --DY: day 1 is the reference date, the day before is -1 (no day 0)."""
+    if on is None or reference is None:
+        return None
+    days = (on - reference).days
+    return float(days + 1 if days >= 0 else days)
+
+
+def number_text(value: float) -> str:
+    """A standardized result as text: up to 12 significant digits, never in exponent form."""
+    text = format(value, ".12g")
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text
+
+
+def _date(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+class _Builder:
+    def __init__(self, data: ExportData) -> None:
+        self.data = data
+        self.protocol = data.protocol
+        self.study = data.study_id
+        self.forms = {form.id: form for form in self.protocol.forms}
+
+    # -- per-subject facts -------------------------------------------------------------------------
+    def reference(self, subject: ExportSubject) -> date | None:
+        return subject.randomization_date
+
+    def epoch(self, subject: ExportSubject, on: date | None) -> str | None:
+        if on is None:
+            return None
+        if subject.randomization_date is None or on < subject.randomization_date:
+            return "SCREENING"
+        if subject.end_of_treatment_date is not None and on > subject.end_of_treatment_date:
+            return "FOLLOW-UP"
+        return "TREATMENT"
+
+    def given(self, subject: ExportSubject) -> list[Any]:
+        return [dose for dose in self.data.doses_of(subject.key) if dose.status == "given"]
+
+    def first_dose(self, subject: ExportSubject) -> date | None:
+        return min((dose.administered_on for dose in self.given(subject)), default=None)
+
+    def ids(self, subject: ExportSubject, domain: str) -> dict[str, Any]:
+        return {"STUDYID": self.study, "DOMAIN": domain, "USUBJID": self.data.usubjid(subject.key)}
+
+    def item(self, form_id: str, path: str) -> Item | None:
+        form = self.forms.get(form_id)
+        return form.item_paths().get(path) if form is not None else None
+
+    def screening_values(self, subject: ExportSubject) -> dict[str, ExportValue]:
+        return {v.item: v for v in self.data.values_of(subject.key) if v.form == self.protocol.screening_form}
+
+    # -- DM ----------------------------------------------------------------------------------------
+    def age(self, screening: Mapping[str, ExportValue]) -> float | None:
+        for spec in self.protocol.derived_values:
+            if spec.method == "age_in_years" and len(spec.inputs) == 2:
+                born, on = (_date(screening[name].text) if name in screening else None for name in spec.inputs)
+                if born is not None and on is not None and on >= born:
+                    return float(age_in_years(born, on))
+        return None
+
+    def dm(self) -> list[dict[str, Any]]:
+        arms = {arm.id: arm for arm in self.protocol.arms}
+        country = self.protocol.countries[0] if len(self.protocol.countries) == 1 else None
+        records = []
+        for subject in self.data.subjects:
+            screening = self.screening_values(subject)
+            given = self.given(subject)
+            first = min((d.administered_on for d in given), default=None)
+            last = max((d.administered_on for d in given), default=None)
+            ended = subject.end_of_treatment_date is not None or subject.status in ("completed", "withdrawn")
+            fatal = [ae for ae in self.data.adverse_events_of(subject.key) if ae.outcome == "FATAL"]
+            death = min((ae.resolution_date or ae.onset_date for ae in fatal), default=None)
+            arm = arms.get(subject.arm or "")
+            actual = arms.get(subject.arm_received or "")
+            if arm is None:
+                reason = "SCREEN FAILURE" if subject.status == "screen_failed" else "NOT ASSIGNED"
+            elif not given:
+                reason = "ASSIGNED, NOT TREATED"
+            else:
+                reason = None
+            record = {
+                **self.ids(subject, "DM"), "SUBJID": subject.subject_id,
+                "RFSTDTC": iso(subject.randomization_date), "RFENDTC": iso(last) if ended else None,
+                "RFXSTDTC": iso(first), "RFXENDTC": iso(last), "RFICDTC": iso(subject.consent_date),
+                "RFPENDTC": iso(self.last_known(subject)), "DTHDTC": iso(death), "DTHFL": "Y" if fatal else None,
+                "SITEID": subject.site, "AGE": self.age(screening), "AGEU": "YEARS", "SEX": None, "RACE": None,
+                "ARMCD": design.armcd(arm.id) if arm else None, "ARM": arm.label if arm else None,
+                "ACTARMCD": design.armcd(actual.id) if actual else None, "ACTARM": actual.label if actual else None,
+                "ARMNRS": reason, "ACTARMUD": None, "COUNTRY": country,
+                "DMDTC": iso(subject.screening_date), "DMDY": study_day(subject.screening_date, self.reference(subject)),
+            }
+            record["AGEU"] = "YEARS" if record["AGE"] is not None else None
+            for path, value in screening.items():
+                definition = self.item(value.form, path)
+                sdtm = definition.sdtm if definition is not None else None
+                if sdtm is not None and sdtm.domain == "DM" and sdtm.variable and sdtm.variable not in WITHHELD:
+                    record[sdtm.variable] = value.text if value.text is not None else value.entered_value
+            records.append(record)
+        return records
+
+    def last_known(self, subject: ExportSubject) -> date | None:
+        dates: list[date] = [d for d in (subject.consent_date, subject.screening_date, subject.randomization_date,
+                                         subject.end_of_treatment_date) if d is not None]
+        dates += [v.actual_date for v in self.data.visits_of(subject.key) if v.status == "done" and v.actual_date]
+        dates += [d.administered_on for d in self.data.doses_of(subject.key)]
+        dates += [v.sample_date for v in self.data.values_of(subject.key) if v.sample_date]
+        for ae in self.data.adverse_events_of(subject.key):
+            dates += [d for d in (ae.onset_date, ae.resolution_date) if d is not None]
+        return max(dates, default=None)
+
+    # -- DS ----------------------------------------------------------------------------------------
+    def ds(self) -> list[dict[str, Any]]:
+        records = []
+        for subject in self.data.subjects:
+            events: list[tuple[date | None, str, str, str]] = []
+            if subject.consent_date is not None:
+                events.append((subject.consent_date, "INFORMED CONSENT OBTAINED", "INFORMED CONSENT OBTAINED",
+                               "PROTOCOL MILESTONE"))
+            if subject.randomization_date is not None:
+                events.append((subject.randomization_date, "RANDOMIZED", "RANDOMIZED", "PROTOCOL MILESTONE"))
+            if subject.status == "screen_failed":
+                events.append((subject.screening_date or subject.status_changed_on, _failure_text(subject),
+                               "SCREEN FAILURE", "DISPOSITION EVENT"))
+            if subject.end_of_treatment_date is not None:
+                why = subject.end_of_treatment_reason or "end of treatment"
+                events.append((subject.end_of_treatment_date, f"COMPLETED TREATMENT: {why}"[:200], "COMPLETED",
+                               "DISPOSITION EVENT"))
+            if subject.status == "completed":
+                events.append((subject.status_changed_on, "COMPLETED", "COMPLETED", "DISPOSITION EVENT"))
+            elif subject.status == "withdrawn":
+                events.append((subject.status_changed_on, "WITHDRAWN FROM THE TRIAL", "OTHER", "DISPOSITION EVENT"))
+            for on, term, decoded, category in sorted(events, key=lambda e: (e[0] or date.max)):
+                epoch = self.epoch(subject, on)
+                if category == "PROTOCOL MILESTONE" or decoded == "SCREEN FAILURE":
+                    epoch = "SCREENING"  # consent and randomization close the screening epoch
+                elif term.startswith("COMPLETED TREATMENT"):
+                    epoch = "TREATMENT"
+                records.append({**self.ids(subject, "DS"), "DSTERM": term, "DSDECOD": decoded, "DSCAT": category,
+                                "EPOCH": epoch, "DSSTDTC": iso(on), "DSSTDY": study_day(on, self.reference(subject)),
+                                "_date": on})
+        return records
+
+    # -- SV ----------------------------------------------------------------------------------------
+    def sv(self) -> list[dict[str, Any]]:
+        records = []
+        for subject in self.data.subjects:
+            for visit in self.data.visits_of(subject.key):
+                if visit.status not in ("done", "missed"):
+                    continue
+                done = visit.status == "done"
+                on = visit.actual_date if done else None
+                records.append({
+                    **self.ids(subject, "SV"), "VISITNUM": design.visit_number(self.protocol, visit.code, visit.index),
+                    "VISIT": design.visit_name(self.protocol, visit.code, visit.index), "SVPRESP": "Y",
+                    "SVOCCUR": "Y" if done else "N", "SVREASOC": None if done else (visit.deviation or None),
+                    "EPOCH": self.epoch(subject, on or visit.target_date), "SVSTDTC": iso(on), "SVENDTC": iso(on),
+                    "SVSTDY": study_day(on, self.reference(subject)), "SVENDY": study_day(on, self.reference(subject))})
+        return records
+
+    # -- EX ----------------------------------------------------------------------------------------
+    def frequency(self, subject: ExportSubject, drug: str) -> str | None:
+        arms = [arm for arm in self.protocol.arms if arm.id == subject.arm] + list(self.protocol.arms)
+        for arm in arms:
+            for regimen in arm.regimens:
+                if regimen.drug.casefold() == drug.casefold():
+                    return regimen.frequency.cdisc
+        return None
+
+    def ex(self) -> list[dict[str, Any]]:
+        records = []
+        for subject in self.data.subjects:
+            for dose in self.given(subject):
+                unit = _canonical(dose.unit)
+                when = dose.administered_at or dose.administered_on
+                visit = dose.visit
+                records.append({
+                    **self.ids(subject, "EX"), "EXTRT": dose.drug.upper(), "EXDOSE": dose.dose,
+                    "EXDOSU": cdisc_unit(unit), "EXDOSFRM": DOSE_FORMS.get(dose.route or ""),
+                    "EXDOSFRQ": self.frequency(subject, dose.drug),
+                    "EXROUTE": ROUTES.get(dose.route or "", (dose.route or "").upper() or None),
+                    "VISITNUM": design.visit_number(self.protocol, *visit) if visit else None,
+                    "EPOCH": self.epoch(subject, dose.administered_on), "EXSTDTC": iso(when), "EXENDTC": iso(when),
+                    "EXSTDY": study_day(dose.administered_on, self.reference(subject)),
+                    "EXENDY": study_day(dose.administered_on, self.reference(subject)), "_date": dose.administered_on})
+        return records
+
+    # -- AE ----------------------------------------------------------------------------------------
+    def ae(self) -> list[dict[str, Any]]:
+        records = []
+        for subject in self.data.subjects:
+            for event in self.data.adverse_events_of(subject.key):
+                assessed = [a for a in event.drug_assessments if a.get("relatedness") != "not_applicable"]
+                actions = {str(a["action_taken"]) for a in assessed if a.get("action_taken")}
+                related = [str(a["relatedness"]) for a in assessed if a.get("relatedness")]
+                strongest = min(related, key=lambda r: _RELATEDNESS_ORDER.index(r) if r in _RELATEDNESS_ORDER else 99,
+                                default=None)
+                flags = set()
+                for criterion in event.seriousness_criteria:
+                    try:
+                        flags.add(SeriousnessCriterion(criterion).sdtm_flag)
+                    except ValueError:
+                        continue
+                code = float(event.meddra_code) if event.meddra_code and event.meddra_code.isdigit() else None
+                record = {
+                    **self.ids(subject, "AE"), "AESPID": str(event.number), "AETERM": event.verbatim_term,
+                    "AELLT": event.ctcae_term, "AELLTCD": code if event.ctcae_term else None,
+                    "AEDECOD": event.ctcae_term or event.term, "AEPTCD": None, "AEHLT": None, "AEHLTCD": None,
+                    "AEHLGT": None, "AEHLGTCD": None, "AEBODSYS": None, "AEBDSYCD": None, "AESOC": None,
+                    "AESOCCD": None, "AESER": "Y" if event.serious else "N",
+                    "AEACN": (actions.pop() if len(actions) == 1 else MULTIPLE) if actions else None,
+                    "AEREL": strongest.upper().replace("_", " ") if strongest else None,
+                    "AEOUT": event.outcome, "AETOXGR": str(event.grade) if event.grade is not None else None,
+                    "EPOCH": self.epoch(subject, event.onset_date), "AESTDTC": iso(event.onset_date),
+                    "AEENDTC": iso(event.resolution_date), "AESTDY": study_day(event.onset_date, self.reference(subject)),
+                    "AEENDY": study_day(event.resolution_date, self.reference(subject)), "_date": event.onset_date}
+                for flag in ("AESDTH", "AESHOSP", "AESLIFE", "AESDISAB", "AESCONG", "AESMIE"):
+                    record[flag] = ("Y" if flag in flags else "N") if event.serious else None
+                records.append(record)
+        return records
+
+    # -- CM and MH ---------------------------------------------------------------------------------
+    def interventions_and_history(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        cm: list[dict[str, Any]] = []
+        mh: list[dict[str, Any]] = []
+        for subject in self.data.subjects:
+            groups: dict[tuple[int, str, int], dict[str, Any]] = defaultdict(dict)
+            for value in self.data.values_of(subject.key):
+                definition = self.item(value.form, value.item)
+                sdtm = definition.sdtm if definition is not None else None
+                if sdtm is None or sdtm.domain not in ("CM", "MH") or not sdtm.variable or definition is None:
+                    continue
+                prefix = value.item.rpartition(".")[0]
+                shown = self.shown(value, definition)
+                if sdtm.domain == "MH":
+                    form = self.forms[value.form]
+                    mh.append({**self.ids(subject, "MH"), "MHTERM": shown,
+                               "MHCAT": (definition.label or definition.id).upper(), "MHPRESP": "Y", "MHOCCUR": "Y",
+                               "EPOCH": self.epoch(subject, value.sample_date), "MHDTC": iso(value.sample_date),
+                               "MHDY": study_day(value.sample_date, self.reference(subject)), "_date": value.sample_date,
+                               "_form": form.id})
+                    continue
+                record = groups[(value.instance_id, prefix, value.group_repeat)]
+                record.setdefault("_value", value)
+                record[sdtm.variable] = shown if definition.type != "quantity" else value.number
+                if definition.type == "quantity" and sdtm.variable == "CMDOSE":
+                    record["CMDOSU"] = cdisc_unit(definition.unit)
+            for (_instance, prefix, _repeat), fields in groups.items():
+                value = fields.pop("_value")
+                form = self.forms[value.form]
+                group = self.item(value.form, prefix) if prefix else None
+                category = (group.id.replace("_", " ") if group is not None else form.name).upper()
+                start = _date(fields.get("CMSTDTC"))
+                cm.append({**self.ids(subject, "CM"), "CMTRT": fields.get("CMTRT"), "CMCAT": category[:200],
+                           "CMDOSE": fields.get("CMDOSE"), "CMDOSU": fields.get("CMDOSU"),
+                           "CMDOSFRQ": None, "VISITNUM": design.visit_number(self.protocol, value.visit_code,
+                                                                                 value.visit_index),
+                           "EPOCH": self.epoch(subject, start or value.sample_date), "CMSTDTC": fields.get("CMSTDTC"),
+                           "CMENDTC": fields.get("CMENDTC"),
+                           "CMENRF": "ONGOING" if start is None and fields.get("CMENDTC") is None and
+                           value.form == self.protocol.screening_form else None,
+                           "CMSTDY": study_day(start, self.reference(subject)),
+                           "CMENDY": study_day(_date(fields.get("CMENDTC")), self.reference(subject)),
+                           "_date": start or value.sample_date})
+        return cm, mh
+
+    def shown(self, value: ExportValue, definition: Item) -> str | None:
+        """A code's label (the reported term), a date as ISO 8601, anything else as stored."""
+        if definition.type == "code" and definition.codelist and value.text:
+            try:
+                entries = {e.code: e.label for e in self.protocol.codelist(definition.codelist).items}
+            except CmvtrialError:
+                entries = {}
+            return entries.get(value.text, value.text)
+        return value.text if value.text is not None else value.entered_value
+
+    # -- findings ----------------------------------------------------------------------------------
+    def findings(self) -> dict[str, list[dict[str, Any]]]:
+        from cmvtrial.services.visit_data import cmv_items, uln_items
+
+        cmv = cmv_items(self.protocol)
+        ulns = uln_items(self.protocol)
+        lloq = self.lloq_in(cmv.form, cmv.load) if cmv else None
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for subject in self.data.subjects:
+            values = self.data.values_of(subject.key)
+            by_instance: dict[int, dict[str, ExportValue]] = defaultdict(dict)
+            for value in values:
+                by_instance[value.instance_id][value.item] = value
+            for value in values:
+                definition = self.item(value.form, value.item)
+                sdtm = definition.sdtm if definition is not None else None
+                if definition is None or sdtm is None or not sdtm.testcd:
+                    continue
+                p = sdtm.domain
+                siblings = by_instance[value.instance_id]
+                category = None
+                if cmv is not None and value.form == cmv.form and value.item == cmv.load and cmv.category:
+                    category = siblings[cmv.category].text if cmv.category in siblings else None
+                record = {**self.ids(subject, p), f"{p}TESTCD": sdtm.testcd, f"{p}TEST": definition.display_label[:40],
+                          f"{p}CAT": self.forms[value.form].name.upper()[:200]}
+                record.update(self.result(p, value, definition, category, lloq))
+                uln = siblings.get(ulns.get(value.item, ""))
+                if uln is not None and uln.number is not None:
+                    record[f"{p}ORNRHI"] = uln.entered_value
+                    record[f"{p}STNRHI"] = uln.number
+                    if record.get(f"{p}STRESN") is not None:
+                        record[f"{p}NRIND"] = "HIGH" if record[f"{p}STRESN"] > uln.number else "NORMAL"
+                if p == "LB":
+                    record["LBLOINC"] = definition.loinc
+                    if cmv is not None and value.item == cmv.load:
+                        record["LBSPEC"] = self.protocol.assay.cmv_dna.specimen.upper().replace("_", " ")
+                on = value.sample_date
+                record.update({"VISITNUM": design.visit_number(self.protocol, value.visit_code, value.visit_index),
+                               "VISIT": design.visit_name(self.protocol, value.visit_code, value.visit_index),
+                               "EPOCH": self.epoch(subject, on), f"{p}DTC": iso(on),
+                               f"{p}DY": study_day(on, self.reference(subject)), "_date": on})
+                found[p].append(record)
+        first_doses = {self.data.usubjid(s.key): self.first_dose(s) for s in self.data.subjects}
+        for p, records in found.items():
+            last: dict[tuple[str, str], dict[str, Any]] = {}
+            for record in records:
+                first, on = first_doses.get(record["USUBJID"]), record["_date"]
+                if first is None or on is None or on > first or record.get(f"{p}ORRES") in (None, ""):
+                    continue
+                key = (record["USUBJID"], record[f"{p}TESTCD"])
+                if key not in last or last[key]["_date"] <= on:
+                    last[key] = record
+            for record in last.values():
+                record[f"{p}LOBXFL"] = "Y"
+        return found
+
+    def lloq_in(self, form_id: str, path: str) -> float | None:
+        assay = self.protocol.assay.cmv_dna
+        definition = self.item(form_id, path)
+        try:
+            lloq = assay.in_primary_unit(assay.lloq)
+            if definition is not None and definition.unit and definition.unit != assay.primary_unit:
+                lloq = units.convert(lloq, assay.primary_unit, definition.unit)
+        except CmvtrialError:
+            return None
+        return float(lloq)
+
+    def result(self, p: str, value: ExportValue, definition: Item, category: str | None,
+               lloq: float | None) -> dict[str, Any]:
+        unit = cdisc_unit(definition.unit)
+        if value.missing_reason and value.entered_value is None:
+            return {f"{p}ORRES": None, f"{p}STAT": "NOT DONE", f"{p}REASND": value.missing_reason}
+        if category == NOT_DETECTED:
+            return {f"{p}ORRES": "NOT DETECTED", f"{p}STRESC": "NOT DETECTED"}
+        if category == DETECTED_BELOW_LLOQ and lloq is not None:
+            text = f"<{number_text(lloq)}"
+            return {f"{p}ORRES": text, f"{p}ORRESU": unit, f"{p}STRESC": text, f"{p}STRESU": unit}
+        entered_unit = _canonical(value.entered_unit) or definition.unit
+        record: dict[str, Any] = {f"{p}ORRES": value.entered_value, f"{p}ORRESU": cdisc_unit(entered_unit)}
+        if value.number is not None:
+            record.update({f"{p}STRESC": number_text(value.number), f"{p}STRESN": float(value.number),
+                           f"{p}STRESU": unit})
+        elif value.text is not None:
+            record[f"{p}STRESC"] = value.text
+        return record
+
+
+def _canonical(unit: str | None) -> str | None:
+    if not unit:
+        return None
+    try:
+        return units.canonical_unit(unit)
+    except CmvtrialError:
+        return unit
+
+
+def _failure_text(subject: ExportSubject) -> str:
+    parts = []
+    for reason in subject.screen_failure_reasons:
+        criterion, detail = reason.get("criterion"), reason.get("detail") or reason.get("text")
+        parts.append(" ".join(str(p) for p in (criterion, detail) if p) or str(reason.get("category") or ""))
+    text = "; ".join(p for p in parts if p) or "SCREEN FAILURE"
+    return text[:200]
+
+
+def _frame(spec: Dataset, records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records as a dataset: SDTMIG column order, Req/Exp always present, Perm only when used,
+    ``--SEQ`` in date order within each subject, helper columns (``_*``) dropped."""
+    rows = list(records)
+    seq = next((v.name for v in spec.variables if v.name.endswith("SEQ") and v.name != "TSSEQ"), None)
+    if seq is not None:
+        rows.sort(key=lambda r: (r["USUBJID"], r.get("_date") or date.max, str(r.get(f"{spec.name}TESTCD") or ""),
+                                 str(r.get(f"{spec.name}TRT") or r.get(f"{spec.name}TERM") or "")))
+        counters: dict[str, int] = defaultdict(int)
+        for row in rows:
+            counters[row["USUBJID"]] += 1
+            row[seq] = float(counters[row["USUBJID"]])
+    columns = [v.name for v in spec.variables
+               if v.core in ("Req", "Exp") or any(row.get(v.name) not in (None, "") for row in rows)]
+    extra = sorted({key for row in rows for key in row if key not in spec.names and not key.startswith("_")})
+    frame = pd.DataFrame.from_records([{c: row.get(c) for c in columns + extra} for row in rows],
+                                      columns=columns + extra)
+    for variable in spec.variables:
+        if variable.name in frame.columns and variable.type == "Num":
+            frame[variable.name] = pd.to_numeric(frame[variable.name], errors="coerce").astype(float)
+    return frame
+
+
+def build_sdtm(data: ExportData) -> SdtmPackage:
+    """Every dataset that has records (the trial design and DM always), in :data:`ORDER`."""
+    builder = _Builder(data)
+    protocol, study = data.protocol, data.study_id
+    cm, mh = builder.interventions_and_history()
+    records: dict[str, list[dict[str, Any]] | pd.DataFrame] = {
+        "TS": design.trial_summary(protocol, study), "TA": design.trial_arms(protocol, study),
+        "TE": design.trial_elements(protocol, study), "TV": design.trial_visits(protocol, study),
+        "DM": builder.dm(), "DS": builder.ds(), "SV": builder.sv(), "EX": builder.ex(), "AE": builder.ae(),
+        "CM": cm, "MH": mh, **builder.findings(),
+    }
+    datasets: dict[str, pd.DataFrame] = {}
+    for name in ORDER:
+        found = records.get(name)
+        if found is None:
+            continue
+        if isinstance(found, pd.DataFrame):
+            spec = DATASETS[name]
+            extra = [c for c in found.columns if c not in spec.names]
+            frame = found[[v.name for v in spec.variables if v.name in found.columns] + extra].copy()
+            for variable in spec.variables:
+                if variable.type == "Num" and variable.name in frame.columns:
+                    frame[variable.name] = pd.to_numeric(frame[variable.name], errors="coerce").astype(float)
+            datasets[name] = frame
+        elif found or name == "DM":
+            datasets[name] = _frame(DATASETS[name], found)
+    return SdtmPackage(study, protocol, datasets)
