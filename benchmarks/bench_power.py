@@ -7,7 +7,9 @@ Measures, on this machine, for two-arm trials of 100 patients (50 per arm):
    through :func:`cmvtrial.simulation.power.estimate_power`;
 2. the batched log-rank + Cox kernels alone, on trials simulated once;
 3. a lifelines loop (``logrank_test`` + ``CoxPHFitter``) on the same trials, for the ratio;
-4. peak resident memory of a power run over ``--memory-trials`` trials (in a fresh process).
+4. peak resident memory of a power run over ``--memory-trials`` trials (in a fresh process);
+5. the whole power computation on a Dask ``LocalCluster`` of 1 and of 2 worker processes (one
+   thread each; the cluster's start-up is not timed), for the speed-up per worker.
 
 Usage::
 
@@ -72,6 +74,34 @@ def whole_power(trials: int, workers: int = 1, repeats: int = 3) -> float:
     return trials / best
 
 
+def dask_power(trials: int, sizes: tuple[int, ...] = (1, 2), repeats: int = 4) -> dict[int, float]:
+    """Trials per second on local Dask clusters of each size in ``sizes`` (worker processes, one
+    thread each; start-up not timed). The clusters are measured in turns, best of ``repeats`` each,
+    so that load from other processes on a shared machine hits them alike."""
+    import contextlib
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from cmvtrial.simulation.power import LOCAL_CLUSTER_HTTP, dask_mapper, estimate_power
+
+    scenario, design = load()
+    best = dict.fromkeys(sizes, np.inf)
+    with contextlib.ExitStack() as stack:
+        mappers = {}
+        for workers in sizes:
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=LOCAL_CLUSTER_HTTP, silence_logs=logging.ERROR))
+            mappers[workers] = dask_mapper(stack.enter_context(Client(cluster)))
+            estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=mappers[workers])  # warm up
+        for repeat in range(repeats):
+            for workers, mapper in mappers.items():
+                started = time.perf_counter()
+                estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=mapper)
+                best[workers] = min(best[workers], time.perf_counter() - started)
+    return {workers: trials / seconds for workers, seconds in best.items()}
+
+
 def simulated_trials(trials: int):
     from cmvtrial.simulation.cohort import simulate_cohort
 
@@ -133,12 +163,16 @@ def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
     memory = peak_memory_mb(memory_trials)
     whole = whole_power(trials)
     parallel = whole_power(trials, workers=2)
+    dask = dask_power(trials)
+    dask_one, dask_two = dask[1], dask[2]
     kernels = batched_survival(trials)
     loop = lifelines_loop(lifelines_trials)
     return [
         f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, Welch ({trials} trials × 100 patients) "
         f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop) |",
-        f"| {today} | {machine} | the same with `--workers 2` (local processes) | {parallel:,.0f} trials/s |",
+        f"| {today} | {machine} | the same in 2 local processes (a process pool) | {parallel:,.0f} trials/s |",
+        f"| {today} | {machine} | the same on a Dask LocalCluster, 1 / 2 worker processes (`--workers 2`) "
+        f"| {dask_one:,.0f} / {dask_two:,.0f} trials/s (speed-up {dask_two / dask_one:.2f}× with 2 workers) |",
         f"| {today} | {machine} | batched log-rank + Cox only ({trials} trials × 100 patients) | {kernels:,.0f} trials/s |",
         f"| {today} | {machine} | lifelines loop, log-rank + CoxPHFitter ({lifelines_trials} trials × 100 patients) "
         f"| {loop:,.1f} trials/s |",

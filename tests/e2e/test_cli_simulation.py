@@ -87,3 +87,110 @@ def test_bad_input_gets_one_line_and_the_right_exit_code(args, code, message):
     assert result.exit_code == code
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+# --- simulate trial --db: the virtual trial through the services ------------------------------------
+
+
+@pytest.fixture
+def trial_db(tmp_path, monkeypatch):
+    """A trial database made by `cmvtrial init` (no subjects yet)."""
+    monkeypatch.setenv("CMVTRIAL_ADMIN_PASSWORD", "correct-horse-battery")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    made = CliRunner().invoke(app, ["init", "--protocol", "nct04225780", "--db", url], env=CLEAN)
+    assert made.exit_code == 0, made.output
+    return url
+
+
+def test_trial_into_a_database_then_if_empty_does_nothing(trial_db):
+    args = ("trial", "--protocol", "nct04225780", "--n", "3", "--db", trial_db, "--as-of", "2025-06-30", "--no-sign")
+    loaded = run(*args, "--json")
+    assert loaded.exit_code == 0, loaded.output
+    result = json.loads(loaded.stdout)
+    assert result["counts"]["randomized"] == 3 and result["skipped"] == [] and result["as_of"] == "2025-06-30"
+    assert result["start_date"] < "2025-06-30" and {a["role"] for a in result["accounts"]} >= {"coordinator"}
+
+    again = run(*args, "--if-empty")
+    assert again.exit_code == 0 and "no demo data loaded" in again.stdout
+    refused = run(*args)
+    assert refused.exit_code == 1 and "already holds" in refused.stderr
+    status = CliRunner().invoke(app, ["status", "--db", trial_db], env=CLEAN)
+    assert "screen_failed" in status.stdout or "in_follow_up" in status.stdout
+
+
+def test_trial_into_a_database_prints_what_was_entered(trial_db):
+    result = run("trial", "--protocol", "nct04225780", "--n", "2", "--db", trial_db, "--start-date", "2025-01-06",
+                 "--as-of", "2025-09-30")
+    assert result.exit_code == 0, result.output
+    assert "Entered through the services" in result.stdout and "signatures" in result.stdout
+    assert "keep these passwords" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--as-of", "2025-01-01"), 2, "--as-of goes with --db"),
+        (("--if-empty",), 2, "--if-empty goes with --db"),
+        (("--no-sign",), 2, "--no-sign goes with --db"),
+    ],
+)
+def test_database_options_need_a_database(args, code, message):
+    result = run("trial", "--protocol", "nct04225780", "--n", "2", *args)
+    assert result.exit_code == code and message in result.stderr
+
+
+def test_trial_into_an_uninitialised_database_is_refused(tmp_path):
+    result = run("trial", "--protocol", "nct04225780", "--n", "2", "--db", f"sqlite:///{tmp_path / 'none.db'}")
+    assert result.exit_code == 1 and "cmvtrial init" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_trial_of_another_protocol_is_refused(trial_db):
+    result = run("trial", "--protocol", "sle-cmv-il2", "--n", "2", "--db", trial_db)
+    assert result.exit_code == 1 and "runs protocol nct04225780" in result.stderr
+
+
+# --- simulate power on Dask, and the power curve ----------------------------------------------------
+
+
+def test_power_on_a_running_dask_scheduler_gives_the_same_numbers():
+    from distributed import LocalCluster
+
+    from cmvtrial.simulation.power import LOCAL_CLUSTER_HTTP
+
+    args = ("power", "--protocol", "nct04225780", "--n-trials", "1500", "--sizes", "6", "--json")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=LOCAL_CLUSTER_HTTP) as cluster:
+        remote = run(*args, "--scheduler", cluster.scheduler_address)
+    local = run(*args)
+    assert remote.exit_code == local.exit_code == 0, remote.output
+    assert json.loads(remote.stdout)["results"] == json.loads(local.stdout)["results"]
+
+
+def test_power_with_an_unreachable_scheduler_says_so(monkeypatch):
+    from cmvtrial.adapters.cli import simulation_commands
+
+    monkeypatch.setattr(simulation_commands, "SCHEDULER_TIMEOUT_S", 1)
+    result = run("power", "--protocol", "nct04225780", "--n-trials", "10", "--scheduler", "tcp://127.0.0.1:9")
+    assert result.exit_code == 1
+    assert "cluster_unavailable" in result.stderr and "tcp://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["png", "svg"])
+def test_power_plot_writes_the_curve(tmp_path, suffix):
+    target = tmp_path / f"power.{suffix}"
+    result = run("power", "--protocol", "nct04225780", "--n-trials", "100", "--sizes", "5,10", "--plot", str(target))
+    assert result.exit_code == 0, result.output
+    assert f"Wrote the power curve to {target}" in result.stdout
+    assert target.read_bytes().startswith(b"\x89PNG" if suffix == "png" else b"<?xml")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--plot", "curve.gif"), "--plot must name a .png, .svg or .pdf file"),
+        (("--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"), "not both"),
+    ],
+)
+def test_power_option_mistakes_are_refused_before_simulating(args, message):
+    result = run("power", "--protocol", "nct04225780", "--n-trials", "10", *args)
+    assert result.exit_code == 2 and message in result.stderr

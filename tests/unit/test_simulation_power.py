@@ -101,3 +101,48 @@ def test_schoenfeld_sample_size_gives_about_the_target_power_in_the_model():
     check = power.estimate_power(s, d, [n], 1000, seed=6)
     logrank = next(r for r in check.results if r.test == "logrank")
     assert abs(logrank.power - s.power.target_power.value) < 0.06
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A local Dask cluster of two in-process workers (threads: fast to start, same scheduling)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=power.LOCAL_CLUSTER_HTTP) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("blocks_per_task", [1, 3])
+def test_a_dask_cluster_gives_the_same_answer_whatever_the_chunks(dask_client, blocks_per_task):
+    """Blocks arrive in any order from any worker; tallies are whole numbers, so the sums agree."""
+    s, d = scenario("nct04225780"), design("nct04225780")
+    trials = 3 * power.BLOCK_TRIALS + 7
+    local = power.estimate_power(s, d, [8, 12], trials, seed=21)
+    seen = []
+    spread = power.estimate_power(s, d, [8, 12], trials, seed=21, progress=seen.append,
+                                  mapper=power.dask_mapper(dask_client, blocks_per_task=blocks_per_task))
+    assert spread.results == local.results and spread.analytic == local.analytic
+    assert sum(seen) == 2 * trials
+
+
+def test_a_dask_mapper_needs_whole_tasks(dask_client):
+    with pytest.raises(InvalidInput, match="blocks per task"):
+        power.dask_mapper(dask_client, blocks_per_task=0)
+
+
+@pytest.mark.parametrize("fmt", power.FIGURE_FORMATS)
+def test_the_power_curve_is_drawn_in_each_format(fmt):
+    report = power.estimate_power(scenario("nct04225780"), design("nct04225780"), [5, 10], 200, seed=1)
+    figure = power.power_figure(report, fmt)
+    magic = {"png": b"\x89PNG", "svg": b"<?xml", "pdf": b"%PDF"}[fmt]
+    assert figure.startswith(magic)
+    if fmt == "svg":
+        assert b"viremia_duration (logrank)" in figure and b"patients per arm" in figure
+
+
+def test_the_power_curve_refuses_an_unknown_format():
+    report = power.estimate_power(scenario("nct04225780"), design("nct04225780"), [5], 50, seed=1)
+    with pytest.raises(InvalidInput, match="plot format"):
+        power.power_figure(report, "gif")

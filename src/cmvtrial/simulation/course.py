@@ -152,6 +152,11 @@ class CourseBuilder:
         subsets = forms.setdefault("lymphocyte_subsets", {})
         lymphocytes_per_ul = float(draws.cohort.lymphocytes[0, i]) * CELLS_PER_UL_PER_10E9_PER_L
         nk = float((draws.cohort.nk_week12 if week12 else draws.cohort.nk_baseline)[0, i])
+        # The subsets are drawn apart from the lymphocyte count; a laboratory's T + B + NK cells never
+        # exceed its lymphocytes (percentages above 100 % are refused by the form's hard limits).
+        counted = {cell: subsets[f"{cell}_abs"]["value"] for cell in ("cd3", "cd4", "cd8", "cd19") if f"{cell}_abs" in subsets}
+        t_cells = max(counted.get("cd3", 0.0), counted.get("cd4", 0.0) + counted.get("cd8", 0.0))
+        lymphocytes_per_ul = max(lymphocytes_per_ul, t_cells + counted.get("cd19", 0.0) + (nk if np.isfinite(nk) else 0.0))
         if np.isfinite(nk):
             subsets["nk_abs"] = quantity(nk, CELLS_UNIT, 0)
             subsets["nk_pct"] = quantity(100.0 * nk / lymphocytes_per_ul, "%", 1)

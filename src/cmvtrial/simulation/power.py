@@ -18,8 +18,9 @@ has no effect on it), the same number is the test's type-I error.
 
 Reproducibility: trials are simulated in blocks of :data:`BLOCK_TRIALS`, each with its own random
 stream derived from ``(seed, patients per arm, block index)`` — so a seed gives the same answer
-however the blocks are spread over workers or chunks, and the answer for one size does not depend
-on which other sizes were asked for.
+however the blocks are spread over workers or chunks (in-process, a process pool, or a Dask cluster
+through :func:`dask_mapper`), and the answer for one size does not depend on which other sizes were
+asked for. :func:`power_figure` draws the power curve.
 
 The analytic cross-check uses Schoenfeld's and Freedman's formulas (reference/domain.md §11.1)
 with the mean number of events the simulation produced and the model's hazard ratio (a Cox fit on
@@ -29,8 +30,9 @@ one large simulated trial), so the two can be compared row by row.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -288,7 +290,8 @@ def estimate_power(
 
     ``mapper(function, tasks)`` runs the blocks — the built-in ``map`` by default (in-process); a
     process pool's or a Dask client's map spreads them, with the same answer since every block has
-    its own random stream. ``progress(k)`` is called as each block's ``k`` trials finish.
+    its own random stream (:func:`dask_mapper` wraps a Dask client). ``progress(k)`` is called as
+    each block's ``k`` trials finish.
     """
     _check(sizes, n_trials)
     alpha = scenario.power.alpha.value
@@ -356,6 +359,99 @@ def estimate_power(
         schoenfeld_events_needed=events_needed,
         required_n_per_arm=required,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the blocks on a Dask cluster
+
+
+#: ``dashboard_address`` of a local Dask cluster: its scheduler's HTTP server (status routes; no
+#: dashboard without bokeh) on a free loopback port, never the fixed 8787 a second cluster would
+#: find taken (a warning) nor every interface.
+LOCAL_CLUSTER_HTTP = "127.0.0.1:0"
+
+
+def _run_chunk(function: Callable[[BlockTask], BlockTally], chunk: list[BlockTask]) -> list[BlockTally]:
+    return [function(task) for task in chunk]
+
+
+def dask_mapper(client: Any, *, blocks_per_task: int = 1) -> Mapper:
+    """A ``mapper`` for :func:`estimate_power` that runs the blocks on ``client``'s Dask cluster.
+
+    The work function (holding the scenario and the design) is scattered to every worker once;
+    blocks go out ``blocks_per_task`` at a time and their tallies come back as tasks finish. The
+    order of arrival does not matter: every block has its own random stream and the tallies are
+    whole-number sums, so the answer is the same for any number of workers or tasks.
+    """
+    if blocks_per_task < 1:
+        raise InvalidInput("blocks per task must be 1 or more", field="blocks_per_task", value=blocks_per_task)
+
+    def mapper(function: Callable[[BlockTask], BlockTally], tasks: Iterable[BlockTask]) -> Iterator[BlockTally]:
+        from distributed import as_completed
+
+        listed = list(tasks)
+        chunks = [listed[i : i + blocks_per_task] for i in range(0, len(listed), blocks_per_task)]
+        shared = client.scatter(function, broadcast=True, hash=False)
+        futures = client.map(_run_chunk, [shared] * len(chunks), chunks, pure=False)
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            client.cancel(futures)
+
+    return mapper
+
+
+# ------------------------------------------------------------------------------------------------
+# The power curve
+
+#: Figure formats ``power_figure`` renders.
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def power_figure(report: PowerReport, fmt: str = "png") -> bytes:
+    """The power curve: power against patients per arm, one line per endpoint and test, with
+    ±1.96 Monte-Carlo standard errors, the target power and alpha marked; a line that is a type-I
+    error under the scenario is dashed. matplotlib's object API on an Agg canvas (no pyplot state)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if fmt not in FIGURE_FORMATS:
+        raise InvalidInput(f"the plot format must be one of {', '.join(FIGURE_FORMATS)}, not '{fmt}'",
+                           field="plot", value=fmt)
+    figure = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for endpoint, test in TESTS:
+        rows = sorted((row for row in report.results if (row.endpoint, row.test) == (endpoint, test)),
+                      key=lambda row: row.n_per_arm)
+        if not rows:
+            continue
+        sizes = [row.n_per_arm for row in rows]
+        axes.errorbar(sizes, [row.power for row in rows], yerr=[1.96 * row.mc_se for row in rows], marker="o",
+                      capsize=3, linestyle="--" if rows[0].type_i_error else "-",
+                      label=f"{endpoint} ({test})" + (", type I error" if rows[0].type_i_error else ""))
+    axes.axhline(report.target_power, color="grey", linewidth=0.8, linestyle=":")
+    axes.axhline(report.alpha, color="grey", linewidth=0.8, linestyle=":")
+    axes.annotate(f"target {report.target_power:g}", (0, report.target_power), xycoords=("axes fraction", "data"),
+                  xytext=(4, 3), textcoords="offset points", fontsize=8, color="grey")
+    axes.annotate(f"alpha {report.alpha:g}", (0, report.alpha), xycoords=("axes fraction", "data"),
+                  xytext=(4, 3), textcoords="offset points", fontsize=8, color="grey")
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("patients per arm (control)")
+    axes.set_ylabel("power (share of trials with p < alpha)")
+    axes.set_title(f"{report.protocol}, scenario {report.scenario}: {report.trials} simulated trials per size",
+                   fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    import matplotlib
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cmvtrial"}):  # text stays text
+        figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else {})
+    return buffer.getvalue()
 
 
 def exponential_logrank_power(

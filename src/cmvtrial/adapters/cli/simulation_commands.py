@@ -1,8 +1,10 @@
 """`cmvtrial simulate trial` and `cmvtrial simulate power`: the in-silico trial from the command line.
 
-Thin by design: load the protocol and scenario, call :mod:`cmvtrial.simulation`, render. The clock
-is read here (default start date, elapsed seconds), never in the simulation. Only typer/stdlib at
-module top: NumPy, SciPy, pydantic and the simulation load inside the commands so ``cmvtrial
+Thin by design: load the protocol and scenario, call :mod:`cmvtrial.simulation` (and, for
+``simulate trial --db``, the demo loader of services/demo_trial.py), render. The clock is read here
+(default start date and ``--as-of``, elapsed seconds), never in the simulation or the loader; the
+Dask client or local cluster of ``simulate power`` is made here too. Only typer/stdlib at module
+top: NumPy, SciPy, pydantic, Dask and the simulation load inside the commands so ``cmvtrial
 --help`` stays fast.
 """
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_SEED = 1
 MAX_WORKERS = 64
+#: Seconds to wait for a Dask scheduler before giving up.
+SCHEDULER_TIMEOUT_S = 10
 
 ProtocolOption = Annotated[
     str,
@@ -146,6 +150,133 @@ def _render_power(report: PowerReport, seconds: float) -> None:
     console.print(f"{report.trials * len(report.analytic)} trials in {seconds:.1f} s.")
 
 
+def _complete_by(protocol: Protocol, scenario: Scenario, seed: int, n: int | None, as_of: date) -> date:
+    """The first screening day that has the whole simulated trial over by ``as_of``: simulate once
+    from ``as_of`` to learn how long it runs (the course does not depend on the start date)."""
+    from cmvtrial.services.demo_trial import last_day
+    from cmvtrial.simulation.virtual_trial import simulate_trial
+
+    trial = simulate_trial(protocol, scenario, seed, as_of, n)
+    return as_of - (last_day(trial) - as_of)
+
+
+def _load_into_database(
+    protocol: Protocol, scenario: Scenario, seed: int, n: int | None, db: str, start_date: str | None,
+    as_of_text: str | None, if_empty: bool, sign: bool, as_user: str | None, as_json: bool, out: str | None,
+) -> None:
+    """`simulate trial --db`: the virtual trial entered through the services (services/demo_trial.py)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cmvtrial.adapters.cli.admin_commands import _actor, _database
+    from cmvtrial.services import demo_trial
+    from cmvtrial.simulation.virtual_trial import simulate_trial
+
+    as_of = _parse_date(as_of_text)  # the one clock read: "today" at the terminal
+    with _database(db) as (_settings, database):
+        if if_empty and (held := demo_trial.trial_subject_count(database.session_factory)):
+            typer.echo(f"{database.url} already holds {held} subject(s); no demo data loaded (--if-empty).")
+            return
+        admin = _actor(database, as_user)
+        start = _parse_date(start_date) if start_date else _complete_by(protocol, scenario, seed, n, as_of)
+        trial = simulate_trial(protocol, scenario, seed, start, n)
+        if out is not None:
+            _write(out, json.dumps(trial.to_dict(), indent=1) + "\n")
+        started = time.perf_counter()
+        with Progress(TextColumn("loading subjects"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=Console(stderr=True), transient=True,
+                      disable=as_json) as progress:
+            task = progress.add_task("", total=len(trial.candidates))
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = demo_trial.load_virtual_trial(database.session_factory, admin, trial, as_of=as_of,
+                                                   progress=advance, sign=sign)
+        seconds = time.perf_counter() - started
+    if as_json:
+        typer.echo(json.dumps({**result.to_dict(), "start_date": start.isoformat(), "seconds": round(seconds, 1)},
+                              indent=1))
+        return
+    _render_load(result, start, seconds)
+
+
+def _render_load(result: Any, start: date, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    counts = result.counts
+    arms = ", ".join(f"{arm} {count}" for arm, count in result.arms.items())
+    console.print(
+        f"Loaded the virtual trial of {result.protocol} (scenario {result.scenario}, seed {result.seed}), "
+        f"screening from {start} and entered up to {result.as_of}, in {seconds:.0f} s: "
+        f"{counts.get('screened', 0)} screened, {counts.get('randomized', 0)} randomized ({arms or 'none'})."
+    )
+    table = Table(title="Entered through the services", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for name, count in sorted(counts.items()):
+        table.add_row(name.replace("_", " "), str(count))
+    console.print(table)
+    if result.accounts:
+        accounts = Table(title="Site staff created — keep these passwords", title_justify="left")
+        for column in ("user", "role", "site", "password"):
+            accounts.add_column(column)
+        for account in result.accounts:
+            accounts.add_row(account.username, account.role, account.site_code or "all", account.password)
+        console.print(accounts)
+    for note in result.skipped:
+        console.print(f"not entered: {note}")
+
+
+def _plot_format(path: str | None) -> str:
+    """The figure format named by the --plot file's extension (checked before any simulation runs)."""
+    from cmvtrial.errors import InvalidInput
+    from cmvtrial.simulation.power import FIGURE_FORMATS
+
+    if path is None:
+        return ""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise InvalidInput(f"--plot must name a .png, .svg or .pdf file, not '{path}'", field="plot", value=path)
+    return suffix
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    from cmvtrial.errors import InvalidInput
+
+    try:
+        Path(path).write_bytes(data)
+    except OSError as error:
+        raise InvalidInput(f"cannot write {path}: {error.strerror}", field="plot", value=path) from None
+
+
+def _dask(stack: contextlib.ExitStack, scheduler: str | None, workers: int) -> Any:
+    """The Dask mapper: a client of the scheduler at ``scheduler``, or of a local cluster of
+    ``workers`` processes; None (in-process) for one local worker."""
+    if scheduler is None and workers == 1:
+        return None
+    import logging
+
+    from cmvtrial.errors import ClusterUnavailable
+    from cmvtrial.simulation.power import LOCAL_CLUSTER_HTTP, dask_mapper
+
+    from distributed import Client, LocalCluster
+
+    if scheduler is None:
+        cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                   dashboard_address=LOCAL_CLUSTER_HTTP, silence_logs=logging.ERROR))
+        client = stack.enter_context(Client(cluster))
+    else:
+        try:
+            client = stack.enter_context(Client(scheduler, timeout=SCHEDULER_TIMEOUT_S))
+        except (OSError, TimeoutError, ValueError) as error:
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {scheduler}: {error}",
+                                     scheduler=scheduler) from None
+    return dask_mapper(client)
+
+
 def register(app: typer.Typer) -> None:
     simulate_app = typer.Typer(
         help="The in-silico trial: simulate one trial, or power and sample size by simulation.",
@@ -160,18 +291,50 @@ def register(app: typer.Typer) -> None:
         scenario: ScenarioOption = "default",
         seed: SeedOption = DEFAULT_SEED,
         start_date: Annotated[
-            str | None, typer.Option("--start-date", help="First screening day (YYYY-MM-DD); default today.")
+            str | None,
+            typer.Option("--start-date", help="First screening day (YYYY-MM-DD); default today, or with --db the "
+                         "day that lets the whole trial be over by --as-of."),
         ] = None,
         n: Annotated[
             int | None, typer.Option("--n", help="Patients to randomize; default the protocol's planned size.")
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the whole trial as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the whole trial (with --db: what was loaded) as JSON.")] = False,
         out: Annotated[str | None, typer.Option("--out", help="Write the whole trial as JSON to this file.")] = None,
+        db: Annotated[
+            str | None,
+            typer.Option("--db", help="Load the trial into this initialised, empty trial database through the "
+                         "services a site uses (see docs/simulation.md).", show_default=False),
+        ] = None,
+        as_of: Annotated[
+            str | None, typer.Option("--as-of", help="With --db: enter what happened up to this date (default today).")
+        ] = None,
+        if_empty: Annotated[
+            bool, typer.Option("--if-empty", help="With --db: do nothing when the trial already holds subjects.")
+        ] = False,
+        sign: Annotated[
+            bool, typer.Option("--sign/--no-sign", help="With --db: the investigators sign every visit (slow: each "
+                               "signature re-checks a password).")
+        ] = True,
+        as_user: Annotated[
+            str | None,
+            typer.Option("--as", help="With --db: the administrator who adds sites and staff; default the one init created.",
+                         show_default=False),
+        ] = None,
     ) -> None:
         """Simulate one trial patient by patient: screening, randomization, visits, doses, adverse events."""
         from cmvtrial.simulation.virtual_trial import simulate_trial
 
         loaded_protocol, loaded_scenario = _load(protocol, scenario)
+        if db is not None:
+            _load_into_database(loaded_protocol, loaded_scenario, seed, n, db, start_date, as_of, if_empty, sign,
+                                as_user, as_json, out)
+            return
+        for name, given in (("--as-of", as_of), ("--if-empty", if_empty or None), ("--as", as_user),
+                            ("--no-sign", None if sign else True)):
+            if given is not None:
+                from cmvtrial.errors import InvalidInput
+
+                raise InvalidInput(f"{name} goes with --db", field=name.lstrip("-"))
         result = simulate_trial(loaded_protocol, loaded_scenario, seed, _parse_date(start_date), n)
         document = result.to_dict()
         if out is not None:
@@ -197,31 +360,40 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seed: SeedOption = DEFAULT_SEED,
         workers: Annotated[
-            int, typer.Option("--workers", help="Local worker processes; the answer does not depend on it.")
+            int, typer.Option("--workers", help="Start a local Dask cluster of this many worker processes; the "
+                              "answer does not depend on it.")
         ] = 1,
+        scheduler: Annotated[
+            str | None,
+            typer.Option("--scheduler", help="Run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786).",
+                         show_default=False),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        plot: Annotated[
+            str | None,
+            typer.Option("--plot", help="Draw the power curve into this file (.png, .svg or .pdf).", show_default=False),
+        ] = None,
     ) -> None:
         """Power of each endpoint's test for each sample size, by Monte-Carlo simulation."""
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from concurrent.futures import ProcessPoolExecutor
-
         from cmvtrial.errors import InvalidInput
         from cmvtrial.simulation.design import design_from_protocol
-        from cmvtrial.simulation.power import estimate_power
+        from cmvtrial.simulation.power import estimate_power, power_figure
 
+        if not 1 <= workers <= MAX_WORKERS:
+            raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}", field="workers", value=workers)
+        if scheduler is not None and workers > 1:
+            raise InvalidInput("give --workers (a local cluster) or --scheduler (a running one), not both",
+                               field="workers")
+        plot_format = _plot_format(plot)
         loaded_protocol, loaded_scenario = _load(protocol, scenario)
         design = design_from_protocol(loaded_protocol, loaded_scenario)
         chosen = _parse_sizes(sizes) or [design.planned_per_arm()[design.control_arm]]
-        if not 1 <= workers <= MAX_WORKERS:
-            raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}", field="workers", value=workers)
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            mapper = None
-            if workers > 1:
-                pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-                mapper = lambda function, tasks: pool.map(function, tasks)  # noqa: E731
+            mapper = _dask(stack, scheduler, workers)
             progress = stack.enter_context(
                 Progress(
                     TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -234,6 +406,8 @@ def register(app: typer.Typer) -> None:
                 progress=lambda done: progress.advance(task, done), mapper=mapper,
             )
         seconds = time.perf_counter() - started
+        if plot is not None:
+            _write_bytes(plot, power_figure(report, plot_format))
         if as_json:
             document = {
                 "protocol": report.protocol,
@@ -246,3 +420,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(document, indent=1))
         else:
             _render_power(report, seconds)
+            if plot is not None:
+                typer.echo(f"Wrote the power curve to {plot}.")
