@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, make_url
 
+from cmvtrial.config import Settings
 from cmvtrial.protocols import shipped_ids
 from cmvtrial.services.accounts import actor_for
 from cmvtrial.services.permissions import Actor
@@ -29,6 +30,8 @@ PG_URL = os.environ.get(PG_URL_ENV)
 
 #: The password the fixtures give the first administrator.
 ADMIN_PASSWORD = "correct-horse-battery"
+#: CMVTRIAL_SECRET_KEY of every test (PostgreSQL is not local use: it needs a key of its own).
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef-0123456789"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -76,6 +79,13 @@ def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
 
 
+@pytest.fixture(autouse=True)
+def secret_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The key that seals the randomization seed, for the CLI and apps the tests start (issue 10)."""
+    monkeypatch.setenv("CMVTRIAL_SECRET_KEY", TEST_SECRET_KEY)
+    return TEST_SECRET_KEY
+
+
 @pytest.fixture
 def now() -> datetime:
     """A fixed moment for everything a test records."""
@@ -97,7 +107,7 @@ def protocol_id() -> str:
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
     """An opened (not yet migrated) database; disposed after the test."""
-    opened = open_database(database_url, create=True, require_current=False)
+    opened = open_database(database_url, Settings(secret_key=TEST_SECRET_KEY), create=True, require_current=False)
     yield opened
     opened.dispose()
 

@@ -34,6 +34,16 @@ RANDOMIZED_ON = date(2025, 3, 3)  # a Monday
 IL2, GCV = "interleukin-2", "ganciclovir"
 
 
+def sealed_test_seed(protocol_version_id: int) -> str:
+    """A seed sealed under the tests' CMVTRIAL_SECRET_KEY (conftest), as the services would store it."""
+    from conftest import TEST_SECRET_KEY
+
+    from cmvtrial.services.sealing import SEED_PURPOSE, SecretKey, seal, seed_context
+
+    return seal(SecretKey(TEST_SECRET_KEY.encode(), development=False), SEED_PURPOSE, "test-seed",
+                context=seed_context(protocol_version_id))
+
+
 @dataclass
 class CaptureTrial:
     uow: UnitOfWork
@@ -73,7 +83,7 @@ def add_subject(uow: UnitOfWork, actor: Actor, site_id: int, number: str, *, arm
             scheme = uow.session.scalar(select(RandomizationScheme))
             if scheme is None:
                 scheme = RandomizationScheme(protocol_version_id=trial.protocol_version_id, method="permuted_blocks",
-                                             seed="test-seed", seed_sha256="0" * 64, created_at=created,
+                                             sealed_seed=sealed_test_seed(trial.protocol_version_id), seed_sha256="0" * 64, created_at=created,
                                              created_by_user_id=actor.user_id)
                 uow.session.add(scheme)
                 uow.session.flush()

@@ -42,8 +42,11 @@ def trial(uow, admin) -> ScreeningTrial:
 
 
 def scheme_of(uow) -> RandomizationScheme:
+    """The scheme, with its seed unsealed as ``.seed`` (the database holds it only sealed)."""
     with uow.reading():
-        return uow.session.scalars(select(RandomizationScheme)).one()
+        scheme = uow.session.scalars(select(RandomizationScheme)).one()
+        scheme.seed = randomizing.scheme_seed(uow, scheme)  # type: ignore[attr-defined]
+        return scheme
 
 
 def allocations(uow) -> list[Allocation]:
@@ -368,7 +371,7 @@ def test_setting_up_the_scheme_at_go_live_is_idempotent(trial, uow):
          "not the arm and stratum of its list position"),
         ("UPDATE randomization_list_entries SET arm_id = CASE arm_id WHEN 'gcv' THEN 'il2_gcv' ELSE 'gcv' END, "
          "block_size = block_size WHERE sequence = 2", "differs from the list the seed gives"),
-        ("UPDATE randomization_schemes SET seed = 'guessable'", "does not hash"),
+        ("UPDATE randomization_schemes SET sealed_seed = 'guessable'", "not in sealed form"),
         ("UPDATE randomization_list_entries SET sequence = 7 WHERE sequence = 3", "without gaps or repeats"),
     ],
 )

@@ -38,6 +38,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # the audit trail
     "audit.read": DATA_REVIEW,
     "audit.verify": DATA_REVIEW,
+    # a backup copies every record (and is audited): administrators only (issue 10)
+    "trial.backup": frozenset({ADMIN}),
     # screening and randomization (DESIGN.md §3 steps 2-3)
     "subject.register": SITE_STAFF,
     "subject.view": EVERYONE - {STATISTICIAN},
@@ -51,6 +53,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "randomization.verify": frozenset({ADMIN, DATA_MANAGER, STATISTICIAN}),
     # the CONSORT screening log: counts and statuses, no clinical values
     "screening.log": EVERYONE,
+    # enrollment against the target by site (and by arm where arms may be shown): the dashboard
+    "enrollment.view": EVERYONE,
     # treatment, visits and data (steps 4-7)
     "dose.record": SITE_STAFF,
     "visit.record": SITE_STAFF,

@@ -23,7 +23,8 @@ from cmvtrial.services.permissions import Actor
 from cmvtrial.services.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
-    from cmvtrial.core.ctcae import GradeResult
+    from cmvtrial.core.ctcae import GradeResult, Term
+    from cmvtrial.core.form_entry import FormEntry
     from cmvtrial.core.eligibility import EligibilityResult
     from cmvtrial.core.protocol import Protocol
 
@@ -82,3 +83,30 @@ def grade_lab_value(
 
     permissions.require(actor, "ctcae.grade")
     return ctcae.grade(term, value, unit, lln=lln, uln=uln, baseline=baseline)
+
+
+def check_form(uow: UnitOfWork, actor: Actor, form_id: str, submission: Mapping[str, Any]) -> FormEntry:
+    """Check one form's values against the protocol in force as data entry would (types, units,
+    hard and soft limits, edit checks) and store nothing: the visit page's live check. Refusals
+    raise InvalidInput (every problem listed); soft findings and missing items are in the result."""
+    from cmvtrial.core.form_entry import validate_form
+
+    permissions.require(actor, "form.enter")
+    return validate_form(protocol_in_force(uow, actor).protocol, form_id, submission)
+
+
+def ctcae_term(actor: Actor, name: str) -> Term | None:
+    """The CTCAE term a name or synonym refers to, with the wording of each grade (the AE form
+    shows it beside the grade); None for free text, which is graded with CTCAE's general wording."""
+    from cmvtrial.core.ctcae import shipped_table
+
+    permissions.require(actor, "ctcae.grade")
+    return shipped_table().lookup(name)
+
+
+def ctcae_general_grades(actor: Actor) -> dict[int, str]:
+    """CTCAE's general grade definitions (for an event that is not a CTCAE term)."""
+    from cmvtrial.core.ctcae import shipped_table
+
+    permissions.require(actor, "ctcae.grade")
+    return dict(shipped_table().general_grades)

@@ -309,6 +309,17 @@ def list_queries(
         return [_view(uow, query) for query in uow.session.scalars(statement)]
 
 
+def get_query(uow: UnitOfWork, actor: Actor, query_id: int) -> QueryView:
+    """One query with its thread (question, answer, who and when), for users of its site."""
+    permissions.require(actor, "query.list")
+    with uow.reading():
+        query = uow.session.get(Query, query_id)
+        if query is None:
+            raise NotFound(f"no query with id {query_id}", field="query", value=query_id)
+        _in_scope(uow, actor, "query.list", query)
+        return _view(uow, query)
+
+
 def _view(uow: UnitOfWork, query: Query) -> QueryView:
     session = uow.session
     subject = session.get(Subject, query.subject_id)

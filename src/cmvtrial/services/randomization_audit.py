@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from cmvtrial.core.minimization import ReplayRng, marginal_counts, minimization_assign
 from cmvtrial.core.randomization import STREAM_RECIPE, UNSTRATIFIED, generate_block_list, stratum_name
-from cmvtrial.errors import AlreadyExists, DatabaseLocked, InvalidInput
+from cmvtrial.errors import AlreadyExists, DatabaseLocked, InvalidInput, SecretKeyMismatch
 from cmvtrial.services import permissions
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.protocol_versions import parsed, version_in_force
@@ -30,6 +30,7 @@ from cmvtrial.services.randomizing import (
     locked_scheme,
     minimization_stream,
     previous_minimization,
+    scheme_seed,
     seed_digest,
 )
 from cmvtrial.services.unit_of_work import UnitOfWork
@@ -120,6 +121,7 @@ def _export(uow: UnitOfWork, actor: Actor, named: list[str], n: int | None, reas
         protocol = parsed(version)
         settings = protocol.randomization
         scheme, _created = locked_scheme(uow, actor, version, protocol)
+        seed = scheme_seed(uow, scheme)
         used = _used_positions(uow, scheme.id)
         names = named or sorted(set(used) | set(_site_strata(uow, [f.name for f in settings.strata])))
         length = n or protocol.population.target_enrollment
@@ -128,7 +130,7 @@ def _export(uow: UnitOfWork, actor: Actor, named: list[str], n: int | None, reas
             for stratum in names:
                 taken = used.get(stratum, {})
                 count = max(length, max(taken, default=0))
-                entries = generate_block_list(dict(settings.ratio), list(settings.block_sizes), count, scheme.seed, stratum)
+                entries = generate_block_list(dict(settings.ratio), list(settings.block_sizes), count, seed, stratum)
                 lists[stratum] = [{**entry.to_dict(), "used_by": taken.get(entry.sequence)} for entry in entries]
         decisions = [
             {"subject_number": number, "stratum": allocation.stratum, "arm": allocation.arm_id, **(allocation.details or {})}
@@ -149,7 +151,7 @@ def _export(uow: UnitOfWork, actor: Actor, named: list[str], n: int | None, reas
             protocol_sha256=version.sha256,
             method=scheme.method,
             recipe=STREAM_RECIPE,
-            seed=scheme.seed,
+            seed=seed,
             seed_sha256=scheme.seed_sha256,
             ratio=dict(settings.ratio),
             block_sizes=list(settings.block_sizes),
@@ -212,7 +214,11 @@ def verify_randomization(uow: UnitOfWork, actor: Actor) -> RandomizationCheck:
         if scheme is None:
             return RandomizationCheck(False, None, None, 0, 0, [])
         problems: list[str] = []
-        if seed_digest(scheme.seed) != scheme.seed_sha256:
+        try:
+            seed = scheme_seed(uow, scheme)
+        except SecretKeyMismatch as error:  # altered, or the wrong key: nothing else can be checked
+            return RandomizationCheck(True, scheme.seed_sha256, None, 0, 0, [f"the stored seed: {error.message}"])
+        if seed_digest(seed) != scheme.seed_sha256:
             problems.append("the stored seed does not hash to the stored seed_sha256")
         committed = _commitment_event(uow, scheme.id)
         first_allocation = uow.session.scalar(
@@ -222,7 +228,7 @@ def verify_randomization(uow: UnitOfWork, actor: Actor) -> RandomizationCheck:
             problems.append("no commitment of the seed in the audit trail")
         else:
             after = json.loads(committed.after or "{}")
-            if after.get("seed_sha256") != seed_digest(scheme.seed):
+            if after.get("seed_sha256") != seed_digest(seed):
                 problems.append(f"the seed does not match the hash committed in audit event {committed.sequence}")
             if after.get("protocol_sha256") != version.sha256:
                 problems.append(f"audit event {committed.sequence} committed another protocol version")
@@ -236,14 +242,14 @@ def verify_randomization(uow: UnitOfWork, actor: Actor) -> RandomizationCheck:
         for entry in entries.values():
             by_stratum.setdefault(entry.stratum, []).append(entry)
         for stratum, rows in sorted(by_stratum.items()):
-            problems.extend(_check_stratum(stratum, rows, settings, scheme.seed))
+            problems.extend(_check_stratum(stratum, rows, settings, seed))
         used = {a.list_entry_id for a in allocations if a.list_entry_id is not None}
         for entry_id in sorted(set(entries) - used):
             problems.append(f"list position {entries[entry_id].stratum}#{entries[entry_id].sequence} has no allocation")
         names = [factor.name for factor in settings.factors]
         previous: list[tuple[dict[str, str], str]] = []
         for allocation in allocations:
-            problems.extend(_check_allocation(allocation, entries, settings, scheme.seed, names, previous))
+            problems.extend(_check_allocation(allocation, entries, settings, seed, names, previous))
             previous.append(((allocation.details or {}).get("levels", {}), allocation.arm_id))
         return RandomizationCheck(
             scheme_exists=True,

@@ -5,8 +5,9 @@ The rules (DESIGN.md §3 step 3; reference/standards.md §5.3 RZ-01 … RZ-10):
 - **The scheme** of a protocol version holds the method and a secret seed (256 random bits from
   ``secrets``), created by an admin at go-live (``setup_scheme``) or on first use. Its SHA-256, with
   the protocol's hash and the list recipe, is written to the audit trail when the scheme is
-  created, so the commitment always precedes the first allocation (RZ-06). The seed column is
-  withheld from every audit snapshot and no service returns it, except the admin-only export.
+  created, so the commitment always precedes the first allocation (RZ-06). The seed is stored only
+  sealed under CMVTRIAL_SECRET_KEY (services/sealing.py), withheld from every audit snapshot, and
+  no service returns it, except the admin-only export.
 - **Lists are never stored ahead.** A stratum's permuted-block list is a pure function of (seed,
   stratum, ratio, block sizes) (core/randomization.py); an allocation materialises exactly the next
   position of its stratum, in the same transaction. So the database holds no future assignment
@@ -66,6 +67,7 @@ from cmvtrial.services.audit import snapshot
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.protocol_versions import parsed, version_in_force
 from cmvtrial.services.screening import FAILURE_CATEGORIES, stored_screening_data
+from cmvtrial.services.sealing import open_seed, seal_seed
 from cmvtrial.services.subjects import lock_subject
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.store.tables import (
@@ -134,6 +136,11 @@ def seed_digest(seed: str) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()
 
 
+def scheme_seed(uow: UnitOfWork, scheme: RandomizationScheme) -> str:
+    """The scheme's seed, unsealed for this use only (never stored or returned in the clear)."""
+    return open_seed(uow, scheme.sealed_seed, scheme.protocol_version_id)
+
+
 def commitment(scheme: RandomizationScheme, version: ProtocolVersion, protocol: Protocol) -> dict[str, object]:
     """What the audit trail commits to when a scheme is created: the seed's hash and everything
     else a list depends on (the protocol's hash binds ratio, block sizes and strata)."""
@@ -172,7 +179,7 @@ def locked_scheme(
     scheme = RandomizationScheme(
         protocol_version_id=version.id,
         method=protocol.randomization.method,
-        seed=seed,
+        sealed_seed=seal_seed(uow, seed, version.id),
         seed_sha256=seed_digest(seed),
         created_at=uow.clock(),
         created_by_user_id=actor.user_id,
@@ -367,7 +374,8 @@ def _next_list_entry(
     )
     sequence = (last or 0) + 1
     settings = protocol.randomization
-    generated = generate_block_list(dict(settings.ratio), list(settings.block_sizes), sequence, scheme.seed, stratum)[-1]
+    seed = scheme_seed(uow, scheme)
+    generated = generate_block_list(dict(settings.ratio), list(settings.block_sizes), sequence, seed, stratum)[-1]
     entry = RandomizationListEntry(
         scheme_id=scheme.id,
         stratum=stratum,
@@ -404,7 +412,7 @@ def _minimize(uow: UnitOfWork, scheme: RandomizationScheme, protocol: Protocol, 
         {factor.name: factor.weight for factor in settings.factors},
         float(settings.preferred_arm_probability or 1.0),
         settings.imbalance_measure,
-        rng=minimization_stream(scheme.seed, ordinal),
+        rng=minimization_stream(scheme_seed(uow, scheme), ordinal),
     )
     seen = {name: {levels[name]: dict(counts.get(name, {}).get(levels[name], {}))} for name in names}
     return {"ordinal": ordinal, "levels": levels, "counts": seen, "decision": decision.to_dict()}

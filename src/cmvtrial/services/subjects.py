@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from cmvtrial.core.protocol import Protocol
 from cmvtrial.errors import AlreadyExists, InvalidInput, NotFound, Refused
@@ -186,10 +186,19 @@ def resolve_subject(uow: UnitOfWork, actor: Actor, reference: str) -> int:
 
 
 def list_subjects(
-    uow: UnitOfWork, actor: Actor, *, site_code: str | None = None, status: str | None = None
+    uow: UnitOfWork,
+    actor: Actor,
+    *,
+    site_code: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
 ) -> list[SubjectView]:
-    """The subjects the actor may see (their own site's, or every site's), optionally filtered."""
+    """The subjects the actor may see (their own site's, or every site's), optionally filtered by
+    site, status, or ``search``: part of a screening or subject number (case does not matter)."""
     permissions.require(actor, "subject.view")
+    text = search.strip().upper() if isinstance(search, str) else ""
+    if len(text) > 64:
+        raise InvalidInput("search for at most 64 characters of a screening or subject number", field="search")
     with uow.reading():
         site_id = scoped_site(uow, actor, site_code, "subject.view")
         query = select(Subject, Site.code).join(Site, Site.id == Subject.site_id).order_by(Site.code, Subject.id)
@@ -197,6 +206,10 @@ def list_subjects(
             query = query.where(Subject.site_id == site_id)
         if status is not None:
             query = query.where(Subject.status == status)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(or_(Subject.screening_number.like(pattern, escape="\\"),
+                                    Subject.subject_number.like(pattern, escape="\\")))
         return [subject_view(subject, code) for subject, code in uow.session.execute(query)]
 
 

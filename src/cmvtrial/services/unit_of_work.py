@@ -20,7 +20,7 @@ from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
 from cmvtrial.services.audit import AuditRecorder
-from cmvtrial.store.engine import READ_ONLY, translate
+from cmvtrial.store.engine import READ_ONLY, translate, translate_overflow
 from cmvtrial.store.repositories import (
     AuditEventRepository,
     ProtocolVersionRepository,
@@ -109,6 +109,10 @@ class UnitOfWork:
             translated = translate(error, self._url())
             if translated is not None:
                 raise translated from error
+        if isinstance(error, OverflowError):
+            overflow = translate_overflow(error)
+            if overflow is not None:
+                raise overflow from error
 
     def commit(self) -> None:
         try:

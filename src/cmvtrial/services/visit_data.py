@@ -181,3 +181,101 @@ def latest_labs(uow: UnitOfWork, actor: Actor, subject_id: int) -> list[LabValue
                 value = replace(value, value=None, result=str(category).replace("_", " "))
             found.append(value)
         return sorted(found, key=lambda value: (value.form, value.item))
+
+
+# ------------------------------------------------------------------------------------------------
+# One visit's stored values, and the CMV-DNA series (the subject and visit pages)
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """One stored form of a visit: its status and each value as it would be submitted again."""
+
+    form_id: str
+    repeat: int
+    status: str
+    values: dict[str, object]
+
+
+@dataclass(frozen=True)
+class VisitValues:
+    subject_id: int
+    subject: str
+    site_id: int
+    visit: str
+    status: str | None
+    actual_date: date | None
+    deviation: str | None
+    forms: tuple[FormValues, ...]
+
+    def form(self, form_id: str) -> list[FormValues]:
+        """The stored copies of one form, first copy first."""
+        return sorted((found for found in self.forms if found.form_id == form_id), key=lambda found: found.repeat)
+
+
+def visit_values(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str) -> VisitValues:
+    """What is stored for one visit of a randomized subject (the visit page fills its forms with
+    it): each form's status and values, as ``enter_visit_data`` would take them again."""
+    from cmvtrial.core.schedule import parse_visit_label
+
+    with uow.reading():
+        subject = visits.subject_in_scope(uow, actor, "subject.view", subject_id)
+        ctx = visits.treatment_context(uow, subject)
+        key = parse_visit_label(ctx.protocol, visit)
+        event = visits.stored_events(uow, subject.id).get(key)
+        forms: list[FormValues] = []
+        if event is not None:
+            instances = uow.session.scalars(select(FormInstance).where(FormInstance.study_event_id == event.id)
+                                            .order_by(FormInstance.form_id, FormInstance.form_repeat))
+            for instance in instances:
+                rows = uow.session.scalars(select(ItemValue).where(ItemValue.form_instance_id == instance.id,
+                                                                   ItemValue.item_group_repeat == 0))
+                forms.append(FormValues(instance.form_id, instance.form_repeat, instance.status,
+                                        {row.item_id: stored_submission_value(row) for row in rows}))
+        return VisitValues(subject.id, ctx.label, subject.site_id, visits.visit_label(*key), event.status if event else None,
+                           event.actual_date if event else None, event.deviation if event else None, tuple(forms))
+
+
+@dataclass(frozen=True)
+class CmvPoint:
+    sample_date: date
+    study_day: int
+    load: float | None  # in ``CmvSeries.unit``; None below the limit or not detected
+    category: str | None
+    negative: bool
+
+
+@dataclass(frozen=True)
+class CmvSeries:
+    """A randomized subject's CMV-DNA results over time, in the assay's primary unit, with the
+    limit of quantification in that unit (the line a plot draws) and the end of treatment."""
+
+    subject_id: int
+    subject: str
+    unit: str
+    lloq: float
+    randomized_on: date
+    end_of_treatment: date | None
+    points: tuple[CmvPoint, ...]
+
+
+def cmv_series(uow: UnitOfWork, actor: Actor, subject_id: int) -> CmvSeries:
+    """The subject's CMV-DNA results (sample date order), each judged negative or not by the
+    protocol's assay rule, for the subject page's plot."""
+    from cmvtrial.core.form_entry import clean_number
+    from cmvtrial.core.protocol import Quantity
+    from cmvtrial.core.schedule import is_cmv_negative
+
+    with uow.reading():
+        subject = visits.subject_in_scope(uow, actor, "subject.view", subject_id)
+        ctx = visits.treatment_context(uow, subject)
+        assay = ctx.protocol.assay.cmv_dna
+        points = []
+        for result in sorted(cmv_results(uow, subject.id, ctx.protocol), key=lambda r: r.sample_date):
+            load = None
+            if result.load is not None and result.unit is not None:
+                load = clean_number(assay.in_primary_unit(Quantity(value=result.load, unit=result.unit)))
+            points.append(CmvPoint(result.sample_date, (result.sample_date - ctx.randomized_on).days, load,
+                                   result.category, is_cmv_negative(assay, result)))
+        return CmvSeries(subject.id, ctx.label, assay.primary_unit, clean_number(assay.in_primary_unit(assay.lloq)),
+                         ctx.randomized_on, subject.end_of_treatment_date, tuple(points))

@@ -41,6 +41,8 @@ def _register_command_groups() -> None:
     from cmvtrial.adapters.cli import adverse_event_commands
     from cmvtrial.adapters.cli import data_commands
     from cmvtrial.adapters.cli import analysis_commands
+    from cmvtrial.adapters.cli import interop_commands
+    from cmvtrial.adapters.cli import backup_commands
 
     protocol_commands.register(app)
     admin_commands.register(app)
@@ -52,7 +54,9 @@ def _register_command_groups() -> None:
     data_commands.register(app)  # after treatment_commands: adds `dose record` to its `dose` group
     simulation_commands.register(app)
     analysis_commands.register(app)
+    interop_commands.register(app)  # after analysis_commands: adds `export sdtm|odm|fhir` to its `export` group
     serve_commands.register(app)
+    backup_commands.register(app)
 
 
 _register_command_groups()
