@@ -106,11 +106,14 @@ def test_a_page_the_role_may_not_see_is_refused_with_a_message(web_trial, userna
     assert "may not" in response.text and "<code>forbidden</code>" in response.text
 
 
-def test_the_dashboard_shows_the_trial_and_marks_what_is_still_to_come(web_trial):
+def test_the_dashboard_shows_the_trial_and_every_panel_of_issue_9(web_trial):
     html = signed_in(web_trial, "mon-a").get("/").text
     assert "sle-cmv-il2" in html and "Enrollment target" in html
     assert "SITEA" in html and "SITEB" not in html
-    assert "Latest audit events" in html and "Coming to this dashboard" in html
+    assert "Latest audit events" in html and "Coming to this dashboard" not in html
+    for title in ("Enrollment against target by site and arm", "Visits due and overdue", "Open queries",
+                  "Serious adverse events awaiting reports"):
+        assert title in html
 
 
 def test_the_protocol_page_shows_arms_criteria_visits_forms_and_endpoints(web_trial):

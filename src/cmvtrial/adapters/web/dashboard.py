@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cmvtrial.adapters.api.context import AppContext
+from cmvtrial.adapters.web.routes import dashboard_panels as panels
 from cmvtrial.services import permissions, trial_setup
 from cmvtrial.services.audit_verification import recent_events
 from cmvtrial.services.permissions import Actor
@@ -86,21 +87,18 @@ def _audit(sources: Sources) -> Any:
 
 PANELS: tuple[Panel, ...] = (
     Panel("trial", "The trial", "panels/trial.html", _trial),
+    Panel("enrollment", "Enrollment against target by site and arm", "panels/enrollment.html", panels.load_enrollment),
+    Panel("visits", "Visits due and overdue", "panels/visits.html", panels.load_visits),
+    Panel("queries", "Open queries", "panels/queries.html", panels.load_queries),
+    Panel("saes", "Serious adverse events awaiting reports", "panels/saes.html", panels.load_saes),
     Panel("subjects", "Subjects by status", "panels/subjects.html", _subjects),
-    # EXTENSION POINT (issue 3, services/randomizing.py): Panel("enrollment", "Enrollment against
-    # target by site and arm", "panels/enrollment.html", <load from the randomization service>).
     Panel("sites", "Sites", "panels/sites.html", _sites),
     Panel("users", "Active users by role", "panels/users.html", _users),
     Panel("audit", "Latest audit events", "panels/audit.html", _audit),
 )
 
 #: Panels still to come; remove an entry when its Panel is added above.
-PENDING: tuple[Pending, ...] = (
-    Pending("Enrollment against target by site and arm", "randomization (issue 3)"),
-    Pending("Visits due and overdue", "the visit calendar (issue 4)"),
-    Pending("Open queries", "data capture and queries (issue 4)"),
-    Pending("Serious adverse events awaiting reports", "safety reporting (issue 5)"),
-)
+PENDING: tuple[Pending, ...] = ()
 
 
 def load_panels(context: AppContext, actor: Actor) -> list[tuple[Panel, Any]]:

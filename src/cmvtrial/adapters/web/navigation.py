@@ -21,7 +21,10 @@ class NavItem:
 
 NAV: tuple[NavItem, ...] = (
     NavItem("Dashboard", "/", "trial.status"),
-    # EXTENSION POINT: subject list, screening, randomization, visits, queries, reports (issues 3-8).
+    NavItem("Subjects", "/subjects", "subject.view"),
+    NavItem("Queries", "/queries", "query.list"),
+    NavItem("Safety", "/safety", "adverse_event.view"),
+    NavItem("Reports", "/reports", "analysis.run"),
     NavItem("Eligibility check", "/eligibility", "eligibility.check"),
     NavItem("Protocol", "/protocol", "protocol.view"),
     NavItem("Sites", "/sites", "site.list"),

@@ -216,3 +216,42 @@ def _number(raw: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"'{raw}' is not a number")
     return number
+
+
+# --------------------------------------------------------------------------------------------
+# Record -> answers (a stored screening record shown in the form again)
+
+
+def record_values(fields: Sequence[FormField], record: Mapping[str, Any]) -> dict[str, Any]:
+    """The form's answers for a screening record (the inverse of ``parse_answers``), so a stored
+    record can be shown, corrected and saved again."""
+    values: dict[str, Any] = {}
+    for one in fields:
+        if one.path not in record:
+            continue
+        value = record[one.path]
+        if one.kind == "group":
+            if value is None:
+                values[one.path] = GROUP_NONE
+                continue
+            values[one.path] = GROUP_GIVEN
+            for child in one.children:
+                name = child.path.rpartition(".")[2]
+                if isinstance(value, Mapping) and value.get(name) is not None:
+                    values[child.path] = _shown(value[name])
+        elif one.kind == "code_list":
+            values[one.path] = list(value) if value else [NONE_OF_THESE]
+        elif one.kind == "quantity" and isinstance(value, Mapping):
+            values[one.path] = _shown(value.get("value"))
+            values[one.unit_name] = str(value.get("unit") or (one.units[0].code if one.units else ""))
+        else:
+            values[one.path] = _shown(value)
+    return values
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)

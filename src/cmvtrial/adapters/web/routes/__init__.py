@@ -7,6 +7,21 @@ from fastapi import APIRouter
 
 
 def web_routers() -> list[APIRouter]:
-    from cmvtrial.adapters.web.routes import admin, audit, home, reference, sign_in, tokens
+    from cmvtrial.adapters.web.routes import (
+        admin,
+        audit,
+        home,
+        query_pages,
+        reference,
+        report_pages,
+        safety_pages,
+        screening,
+        sign_in,
+        subjects,
+        tokens,
+        visit_pages,
+    )
 
-    return [sign_in.router, home.router, reference.router, admin.router, audit.router, tokens.router]
+    return [sign_in.router, home.router, reference.router, admin.router, audit.router, tokens.router,
+            subjects.router, screening.router, visit_pages.router, query_pages.router, safety_pages.router,
+            report_pages.router]

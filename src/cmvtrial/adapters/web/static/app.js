@@ -5,6 +5,8 @@
 // X-Fragment: 1; the server answers with an HTML fragment that replaces #target's content. The
 // fragment's root may carry data-errors='{"field": "message"}': each message is shown in the
 // element with class field-error and data-for="field" (the one next to that field).
+// With data-live-url="/…/check" the live posts go to that address instead and the submit button
+// still submits the form as usual (a form that checks as you type and saves on request).
 "use strict";
 
 (function () {
@@ -33,13 +35,14 @@
   function makeLive(form) {
     const target = document.querySelector(form.getAttribute("data-live"));
     if (!target) { return; }
+    const liveUrl = form.getAttribute("data-live-url");
     let timer = null;
     let latest = 0;
 
     async function update() {
       const mine = ++latest;
       try {
-        const response = await fetch(form.action, {
+        const response = await fetch(liveUrl || form.action, {
           method: "POST",
           body: new FormData(form),
           headers: { "X-Fragment": "1" },
@@ -64,14 +67,28 @@
 
     form.addEventListener("input", schedule);
     form.addEventListener("change", schedule);
+    if (!liveUrl) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        window.clearTimeout(timer);
+        update();
+      });
+    }
+  }
+
+  // A second click on a submit button while the first request is on its way sends nothing more
+  // (the server refuses a repeated randomization or signature anyway; this spares the message).
+  function guardDoubleSubmit(form) {
     form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      window.clearTimeout(timer);
-      update();
+      if (event.defaultPrevented) { return; }
+      if (form.getAttribute("data-submitting") === "1") { event.preventDefault(); return; }
+      form.setAttribute("data-submitting", "1");
+      window.setTimeout(function () { form.removeAttribute("data-submitting"); }, 5000);
     });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     for (const form of document.querySelectorAll("form[data-live]")) { makeLive(form); }
+    for (const form of document.querySelectorAll('form[method="post"]')) { guardDoubleSubmit(form); }
   });
 })();
