@@ -310,7 +310,10 @@ def test_minimization_stores_each_decision_and_its_draws_so_it_replays(database,
     balance = randomizing.balance(trial.uow, trial.statistician)
     assert balance.method == "minimization" and balance.report.total == 12
     assert sum(balance.margins["sex"]["F"].values()) == 6
-    assert abs(balance.report.overall["il2_gcv"] - balance.report.overall["gcv"]) <= 2
+    # The report counts what was allocated. How close minimization keeps the margins is a property of
+    # the random element (p = 0.8 here allows an overall gap of 4 after 12 subjects now and then), so it
+    # is tested over many simulated sequences in tests/unit/test_randomization_minimization.py, not here.
+    assert dict(balance.report.overall) == {arm: sum(a.arm_id == arm for a in done) for arm in ratio}
     check = randomization_audit.verify_randomization(trial.uow, trial.admin)
     assert check.ok and check.allocations_checked == 12
     export = randomization_audit.export_list(trial.uow, trial.admin)
