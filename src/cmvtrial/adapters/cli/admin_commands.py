@@ -10,35 +10,29 @@ is audited under that user's name.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cmvtrial.adapters.cli.output import DbOption, handles_errors
+from cmvtrial.adapters.cli.context import (
+    AsOption,
+    ReasonOption,
+    acting_user,
+    command_context,
+    open_database,
+    unit_of_work,
+)
+from cmvtrial.adapters.cli.output import DbOption, handles_errors, make_console, make_table
 
 if TYPE_CHECKING:
-    from cmvtrial.config import Settings
-    from cmvtrial.services.permissions import Actor
-    from cmvtrial.services.unit_of_work import UnitOfWork
     from cmvtrial.store.database import Database
 
 USER_PASSWORD_ENV = "CMVTRIAL_USER_PASSWORD"
 
-AsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--as",
-        help="Act as this user (audited under their name); default: the administrator created by init.",
-        show_default=False,
-    ),
-]
-ReasonOption = Annotated[
-    str | None,
-    typer.Option("--reason", help="Why the change is made; kept in the audit trail.", show_default=False),
-]
+# simulation_commands.py still imports these two names from here.
+_database = open_database
+_actor = acting_user
 
 
 def register(app: typer.Typer) -> None:
@@ -64,46 +58,6 @@ def register(app: typer.Typer) -> None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _settings(db: str | None) -> Settings:
-    from pydantic import ValidationError
-
-    from cmvtrial.config import load_settings
-    from cmvtrial.errors import InvalidInput
-
-    try:
-        return load_settings(database_url=db)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        name = "CMVTRIAL_" + str(problem["loc"][0]).upper() if problem.get("loc") else "a setting"
-        raise InvalidInput(f"{name}: {problem['msg']}", field=name) from None
-
-
-@contextmanager
-def _database(db: str | None, **options: Any) -> Iterator[tuple[Settings, Database]]:
-    from cmvtrial.store.database import open_database
-
-    settings = _settings(db)
-    database = open_database(settings.database_url, settings, **options)
-    try:
-        yield settings, database
-    finally:
-        database.dispose()
-
-
-def _uow(database: Database) -> UnitOfWork:
-    from cmvtrial.services.unit_of_work import UnitOfWork
-
-    return UnitOfWork(database.session_factory)
-
-
-def _actor(database: Database, as_user: str | None) -> Actor:
-    from cmvtrial.services import accounts, trial_setup
-
-    if as_user:
-        return accounts.actor_for(_uow(database), as_user)
-    return trial_setup.default_actor(_uow(database))
-
-
 def _ask_password(prompt: str) -> str:
     from cmvtrial.errors import InvalidInput
 
@@ -111,21 +65,6 @@ def _ask_password(prompt: str) -> str:
         return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=True))
     except typer.Abort:
         raise InvalidInput("no password given; set it in the environment or answer the prompt") from None
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _table(title: str, *columns: str) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    return table
 
 
 # --- init and status -----------------------------------------------------------------------
@@ -154,7 +93,7 @@ def init(
     from cmvtrial.errors import AlreadyInitialised
     from cmvtrial.services import trial_setup
 
-    with _database(db, create=True, require_current=False) as (settings, database):
+    with open_database(db, create=True, require_current=False) as (settings, database):
         if trial_setup.is_initialised(database):
             if not if_missing:
                 raise AlreadyInitialised(f"{database.url} already runs a trial; nothing was changed")
@@ -182,14 +121,14 @@ def init(
 def _add_demo(database: Database, admin_username: str) -> None:
     from cmvtrial.services import accounts, trial_setup
 
-    actor = accounts.actor_for(_uow(database), admin_username)
-    site, users = trial_setup.add_demo_accounts(_uow(database), actor)
+    actor = accounts.actor_for(unit_of_work(database), admin_username)
+    site, users = trial_setup.add_demo_accounts(unit_of_work(database), actor)
     title = f"Demo users at {site.code} ({site.name}) — keep these passwords"
-    table = _table(title, "user", "role", "site", "password")
+    table = make_table(title, "user", "role", "site", "password")
     table.add_row(admin_username, "admin", "all", "(CMVTRIAL_ADMIN_PASSWORD)")
     for user, password in users:
         table.add_row(user.username, user.role, user.site_code or "all", password)
-    _console().print(table)
+    make_console().print(table)
 
 
 @handles_errors
@@ -197,22 +136,22 @@ def status(db: DbOption = None, as_user: AsOption = None) -> None:
     """Summarise the trial database: protocol in force, sites, users by role, subjects, audit events."""
     from cmvtrial.services import trial_setup
 
-    with _database(db) as (_, database):
-        info = trial_setup.trial_status(_uow(database), _actor(database, as_user))
-        console = _console()
-        console.print(f"Database:  {database.url}")
+    with command_context(db, as_user) as cli:
+        info = trial_setup.trial_status(cli.uow(), cli.actor)
+        console = make_console()
+        console.print(f"Database:  {cli.database.url}")
         console.print(f"Protocol:  {info.protocol_id} version {info.protocol_version} — {info.title}")
         console.print(f"SHA-256:   {info.sha256}")
         console.print(f"Since:     {info.initialised_at:%Y-%m-%d %H:%M} UTC")
-        sites = _table(f"Sites ({len(info.sites)})", "code", "name", "active")
+        sites = make_table(f"Sites ({len(info.sites)})", "code", "name", "active")
         for site in info.sites:
             sites.add_row(site.code, site.name, "yes" if site.active else "no")
         console.print(sites)
-        users = _table("Active users by role", "role", "users")
+        users = make_table("Active users by role", "role", "users")
         for role, count in sorted(info.users_by_role.items()):
             users.add_row(role, str(count))
         console.print(users)
-        subjects = _table("Subjects by status", "status", "subjects")
+        subjects = make_table("Subjects by status", "status", "subjects")
         for state, count in sorted(info.subjects_by_status.items()):
             subjects.add_row(state, str(count))
         if not info.subjects_by_status:
@@ -235,8 +174,8 @@ def site_add(
     """Register a trial site."""
     from cmvtrial.services import trial_setup
 
-    with _database(db) as (_, database):
-        site = trial_setup.add_site(_uow(database), _actor(database, as_user), code, name, reason=reason)
+    with command_context(db, as_user) as cli:
+        site = trial_setup.add_site(cli.uow(), cli.actor, code, name, reason=reason)
         typer.echo(f"Site {site.code} ({site.name}) added.")
 
 
@@ -245,13 +184,13 @@ def site_list(db: DbOption = None, as_user: AsOption = None) -> None:
     """List the trial sites."""
     from cmvtrial.services import trial_setup
 
-    with _database(db) as (_, database):
-        sites = trial_setup.list_sites(_uow(database), _actor(database, as_user))
-        table = _table(f"Sites ({len(sites)})", "code", "name", "active", "added (UTC)")
+    with command_context(db, as_user) as cli:
+        sites = trial_setup.list_sites(cli.uow(), cli.actor)
+        table = make_table(f"Sites ({len(sites)})", "code", "name", "active", "added (UTC)")
         for site in sites:
             added = f"{site.created_at:%Y-%m-%d %H:%M}"
             table.add_row(site.code, site.name, "yes" if site.active else "no", added)
-        _console().print(table)
+        make_console().print(table)
 
 
 @handles_errors
@@ -282,11 +221,11 @@ def user_add(
     """
     from cmvtrial.services import accounts
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
+    with command_context(db, as_user) as cli:
+        actor = cli.actor  # an unknown --as is reported before the password prompt
         password = os.environ.get(USER_PASSWORD_ENV) or _ask_password(f"Password for '{username}'")
         user = accounts.add_user(
-            _uow(database), actor, username, password, role, site, full_name=full_name, reason=reason
+            cli.uow(), actor, username, password, role, site, full_name=full_name, reason=reason
         )
         where = f"site {user.site_code}" if user.site_code else "all sites"
         typer.echo(f"User {user.username} ({user.role}, {where}) added.")
@@ -297,13 +236,13 @@ def user_list(db: DbOption = None, as_user: AsOption = None) -> None:
     """List the user accounts (never their passwords)."""
     from cmvtrial.services import accounts
 
-    with _database(db) as (_, database):
-        users = accounts.list_users(_uow(database), _actor(database, as_user))
-        table = _table(f"Users ({len(users)})", "user", "role", "site", "active", "name")
+    with command_context(db, as_user) as cli:
+        users = accounts.list_users(cli.uow(), cli.actor)
+        table = make_table(f"Users ({len(users)})", "user", "role", "site", "active", "name")
         for user in users:
             active = "yes" if user.active else "no"
             table.add_row(user.username, user.role, user.site_code or "all", active, user.full_name or "")
-        _console().print(table)
+        make_console().print(table)
 
 
 # --- the audit trail -----------------------------------------------------------------------
@@ -319,8 +258,8 @@ def audit_verify(db: DbOption = None) -> None:
     from cmvtrial.errors import AuditChainBroken
     from cmvtrial.services.audit_verification import verify_audit
 
-    with _database(db) as (_, database):
-        result = verify_audit(_uow(database))
+    with command_context(db) as cli:
+        result = verify_audit(cli.uow())
     if not result.ok:
         raise AuditChainBroken(
             f"audit trail broken at event {result.first_broken_sequence}: {result.reason} "
@@ -346,13 +285,13 @@ def audit_log(
     from cmvtrial.core.audit_chain import to_jsonable
     from cmvtrial.services.audit_verification import recent_events
 
-    with _database(db) as (_, database):
-        events = recent_events(_uow(database), _actor(database, as_user), limit)
+    with command_context(db, as_user) as cli:
+        events = recent_events(cli.uow(), cli.actor, limit)
     if as_json:
         typer.echo(json.dumps([to_jsonable(event) for event in events], indent=2, ensure_ascii=False))
         return
     columns = ("#", "time (UTC)", "user", "action", "entity", "reason")
-    table = _table(f"Newest {len(events)} audit events", *columns)
+    table = make_table(f"Newest {len(events)} audit events", *columns)
     for event in events:
         table.add_row(
             str(event.sequence),
@@ -362,4 +301,4 @@ def audit_log(
             f"{event.entity_type} {event.entity_id}",
             event.reason or "",
         )
-    _console().print(table)
+    make_console().print(table)

@@ -11,27 +11,23 @@ inside the commands so that `cmvtrial --help` stays fast.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption, ReasonOption, _actor, _console, _database, _table, _uow
-from cmvtrial.adapters.cli.output import DbOption, handles_errors
+from cmvtrial.adapters.cli.context import AsOption, ReasonOption, SubjectArgument, command_context, read_text
+from cmvtrial.adapters.cli.output import DbOption, handles_errors, make_console, make_table
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cmvtrial.adapters.cli.context import CommandContext
     from cmvtrial.services.adverse_events import AdverseEventView
     from cmvtrial.services.lab_safety import ProposalView
     from cmvtrial.services.sae_reporting import SaeStatus
     from cmvtrial.services.unit_of_work import UnitOfWork
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-SubjectArgument = Annotated[
-    str, typer.Argument(help="The subject: its id, SITE:SCREENING_NUMBER, its subject number, or a screening "
-                             "number unique among your sites.", show_default=False)
-]
 EventArgument = Annotated[int, typer.Argument(help="The adverse event's id (as `cmvtrial ae list` shows it).")]
 ProposalArgument = Annotated[int, typer.Argument(help="The proposal's id (as `cmvtrial ae proposals` shows it).")]
 FORM_HELP = ("A JSON file (or - for standard input) with the AE form: term, start_date, end_date, grade, outcome, "
@@ -64,12 +60,7 @@ def register(app: typer.Typer) -> None:
 def _read_json(file: str) -> dict[str, Any]:
     from cmvtrial.errors import InvalidInput
 
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{file} is not UTF-8 text", field="file", value=file) from None
-    except OSError as error:
-        raise InvalidInput(f"cannot read {file}: {error.strerror}", field="file", value=file) from None
+    text = read_text(file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -80,11 +71,8 @@ def _read_json(file: str) -> dict[str, Any]:
     return data
 
 
-def _subject(uow: UnitOfWork, actor: Any, reference: str | None) -> int | None:
-    """The subject named as everywhere in the CLI: id, SITE:SCREENING_NUMBER, subject or screening number."""
-    from cmvtrial.services.screening import resolve_subject
-
-    return None if reference is None else resolve_subject(uow, actor, reference)
+def _subject(cli: CommandContext, reference: str | None) -> int | None:
+    return None if reference is None else cli.subject_id(reference)
 
 
 def _site(uow: UnitOfWork, code: str | None) -> int | None:
@@ -150,16 +138,13 @@ def ae_record(
     from cmvtrial.services.adverse_events import record_adverse_event
 
     data = _read_json(file)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        subject_id = _subject(_uow(database), actor, subject)
-        assert subject_id is not None
-        view = record_adverse_event(_uow(database), actor, subject_id, data, today=date.today(), reason=reason)
+    with command_context(db, as_user) as cli:
+        view = record_adverse_event(cli.uow(), cli.actor, cli.subject_id(subject), data, today=date.today(), reason=reason)
         if as_json:
             _print_json(view.to_dict())
             return
         _print_event(view, "Recorded")
-        _print_clock(_uow(database), actor, view)
+        _print_clock(cli.uow(), cli.actor, view)
 
 
 @handles_errors
@@ -175,14 +160,13 @@ def ae_update(
     from cmvtrial.services.adverse_events import update_adverse_event
 
     changes = _read_json(file)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = update_adverse_event(_uow(database), actor, event_id, changes, reason=reason, today=date.today())
+    with command_context(db, as_user) as cli:
+        view = update_adverse_event(cli.uow(), cli.actor, event_id, changes, reason=reason, today=date.today())
         if as_json:
             _print_json(view.to_dict())
             return
         _print_event(view, "Updated")
-        _print_clock(_uow(database), actor, view)
+        _print_clock(cli.uow(), cli.actor, view)
 
 
 @handles_errors
@@ -198,20 +182,19 @@ def ae_list(
     """List adverse events: one subject's, one site's, or all you may see (site users: their site)."""
     from cmvtrial.services.adverse_events import list_adverse_events
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        uow = _uow(database)
-        views = list_adverse_events(uow, actor, subject_id=_subject(uow, actor, subject), site_id=_site(uow, site))
+    with command_context(db, as_user) as cli:
+        views = list_adverse_events(cli.uow(), cli.actor, subject_id=_subject(cli, subject),
+                                    site_id=_site(cli.uow(), site))
     if as_json:
         _print_json([v.to_dict() for v in views])
         return
-    table = _table(f"Adverse events ({len(views)})", "id", "site", "subject", "#", "term", "grade", "serious",
-                   "start", "end", "outcome", "findings")
+    table = make_table(f"Adverse events ({len(views)})", "id", "site", "subject", "#", "term", "grade", "serious",
+                       "start", "end", "outcome", "findings")
     for v in views:
         table.add_row(str(v.id), v.site_code, v.subject, str(v.ae_number), v.term, str(v.grade),
                       "yes" if v.serious else "no", v.start_date.isoformat(),
                       v.end_date.isoformat() if v.end_date else "ongoing", v.outcome, str(len(v.findings)))
-    _console().print(table)
+    make_console().print(table)
 
 
 # --- lab proposals -------------------------------------------------------------------------
@@ -245,11 +228,8 @@ def ae_review_lab(
         sampled = date.fromisoformat(observed_on)
     except ValueError:
         raise InvalidInput(f"--date: '{observed_on}' is not a date (YYYY-MM-DD)", field="date") from None
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        subject_id = _subject(_uow(database), actor, subject)
-        assert subject_id is not None
-        result = review_lab_value(_uow(database), actor, subject_id, term, value, unit, observed_on=sampled,
+    with command_context(db, as_user) as cli:
+        result = review_lab_value(cli.uow(), cli.actor, cli.subject_id(subject), term, value, unit, observed_on=sampled,
                                   lln=lln, uln=uln, baseline=baseline, today=date.today())
     if as_json:
         _print_json({"outcome": result.outcome, "reason": result.reason,
@@ -276,21 +256,19 @@ def ae_proposals(
     """List the lab-grade proposals waiting for the investigator (pending ones by default)."""
     from cmvtrial.services.lab_safety import list_proposals
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        uow = _uow(database)
-        views = list_proposals(uow, actor, subject_id=_subject(uow, actor, subject),
+    with command_context(db, as_user) as cli:
+        views = list_proposals(cli.uow(), cli.actor, subject_id=_subject(cli, subject),
                                status=None if show_all else "pending")
     if as_json:
         _print_json([v.to_dict() for v in views])
         return
-    table = _table(f"Lab safety proposals ({len(views)})", "id", "subject", "term", "grade", "proposes", "value",
-                   "date", "status")
+    table = make_table(f"Lab safety proposals ({len(views)})", "id", "subject", "term", "grade", "proposes", "value",
+                       "date", "status")
     for p in views:
         proposes = "new event" if p.action == "new_event" else f"raise AE id {p.adverse_event_id} (grade {p.current_grade})"
         table.add_row(str(p.id), p.subject, p.term, str(p.grade), proposes, f"{p.value:g} {p.unit}",
                       p.observed_on.isoformat(), p.status)
-    _console().print(table)
+    make_console().print(table)
 
 
 @handles_errors
@@ -308,9 +286,8 @@ def ae_confirm(
     from cmvtrial.services.lab_safety import confirm_proposal
 
     details = _read_json(file) if file else {}
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        decision = confirm_proposal(_uow(database), actor, proposal_id, details, reason=reason, today=date.today())
+    with command_context(db, as_user) as cli:
+        decision = confirm_proposal(cli.uow(), cli.actor, proposal_id, details, reason=reason, today=date.today())
         if as_json:
             _print_json({"proposal": decision.proposal.to_dict(),
                          "adverse_event": decision.event.to_dict() if decision.event else None})
@@ -318,7 +295,7 @@ def ae_confirm(
         _print_proposal(decision.proposal)
         if decision.event is not None:
             _print_event(decision.event, "Recorded" if decision.proposal.action == "new_event" else "Updated")
-            _print_clock(_uow(database), actor, decision.event)
+            _print_clock(cli.uow(), cli.actor, decision.event)
 
 
 @handles_errors
@@ -331,8 +308,8 @@ def ae_dismiss(
     """Dismiss a proposal (investigator), with the reason."""
     from cmvtrial.services.lab_safety import dismiss_proposal
 
-    with _database(db) as (_, database):
-        decision = dismiss_proposal(_uow(database), _actor(database, as_user), proposal_id, reason=reason)
+    with command_context(db, as_user) as cli:
+        decision = dismiss_proposal(cli.uow(), cli.actor, proposal_id, reason=reason)
     _print_proposal(decision.proposal)
 
 
@@ -350,22 +327,20 @@ def sae_list(
     """List serious adverse events with their expedited-report clock, most urgent first."""
     from cmvtrial.services.sae_reporting import list_serious_events
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        uow = _uow(database)
-        statuses = list_serious_events(uow, actor, now=datetime.now(UTC), site_id=_site(uow, site),
-                                       overdue_only=overdue)
+    with command_context(db, as_user) as cli:
+        statuses = list_serious_events(cli.uow(), cli.actor, now=datetime.now(UTC),
+                                       site_id=_site(cli.uow(), site), overdue_only=overdue)
     if as_json:
         _print_json([s.to_dict() for s in statuses])
         return
     title = "Overdue SAE reports" if overdue else "Serious adverse events"
-    table = _table(f"{title} ({len(statuses)})", "id", "site", "subject", "term", "aware (UTC)", "due (UTC)",
-                   "status", "reported (UTC)")
+    table = make_table(f"{title} ({len(statuses)})", "id", "site", "subject", "term", "aware (UTC)", "due (UTC)",
+                       "status", "reported (UTC)")
     for s in statuses:
         table.add_row(str(s.event.id), s.event.site_code, s.event.subject, s.event.term,
                       _short(s.event.awareness_time), _short(s.clock.due_time if s.clock else None),
                       s.status.replace("_", " "), _short(s.event.report_submitted_at))
-    _console().print(table)
+    make_console().print(table)
 
 
 def _short(moment: datetime | None) -> str:
@@ -392,8 +367,8 @@ def sae_submit(
     from cmvtrial.services.sae_reporting import submit_report
 
     submitted_at = _parse_time(at, "at")
-    with _database(db) as (_, database):
-        status = submit_report(_uow(database), _actor(database, as_user), event_id, submitted_at=submitted_at,
+    with command_context(db, as_user) as cli:
+        status = submit_report(cli.uow(), cli.actor, event_id, submitted_at=submitted_at,
                                reference=reference, reason=reason)
     typer.echo(f"Report submitted: {_status_line(status)}.")
 
@@ -414,8 +389,8 @@ def sae_report(
     fmt = formats.get(out.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"--out must end in .html or .pdf (got '{out.name}')", field="out", value=str(out))
-    with _database(db) as (_, database):
-        form = sae_report_form(_uow(database), _actor(database, as_user), event_id, now=datetime.now(UTC))
+    with command_context(db, as_user) as cli:
+        form = sae_report_form(cli.uow(), cli.actor, event_id, now=datetime.now(UTC))
     content = render(form, fmt)
     try:
         out.write_bytes(content)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption
+from cmvtrial.adapters.cli.context import AsOption
 from cmvtrial.adapters.cli.output import DbOption, handles_errors
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,7 +193,7 @@ def _simulated(scenario: str, protocol_id: str, seed: int, n: int | None, data_c
 def _from_database(db: str | None, as_user: str | None, data_cutoff: date | None) -> TrialData:
     import importlib
 
-    from cmvtrial.adapters.cli.admin_commands import _actor, _database, _uow
+    from cmvtrial.adapters.cli.context import command_context
     from cmvtrial.errors import NotFound
 
     try:
@@ -205,9 +205,8 @@ def _from_database(db: str | None, as_user: str | None, data_cutoff: date | None
             f"{SNAPSHOT_SERVICE}.build_trial_data is missing); use --simulate SCENARIO --protocol ID",
             field="db",
         ) from None
-    with _database(db) as (_settings, database):
-        actor = _actor(database, as_user)
-        return build(_uow(database), actor, data_cutoff=data_cutoff)
+    with command_context(db, as_user) as cli:
+        return build(cli.uow(), cli.actor, data_cutoff=data_cutoff)
 
 
 # --- report --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption, ReasonOption
+from cmvtrial.adapters.cli.context import AsOption, ReasonOption
 from cmvtrial.adapters.cli.output import DbOption, handles_errors
 
 
@@ -34,13 +34,12 @@ def backup(
     of row counts, the audit trail's last hash and the copy's SHA-256 (an admin's action, audited)."""
     from datetime import UTC, datetime
 
-    from cmvtrial.adapters.cli.admin_commands import _actor, _database
+    from cmvtrial.adapters.cli.context import command_context
     from cmvtrial.services.backup import take_backup
 
-    with _database(db) as (settings, database):
-        actor = _actor(database, as_user)
-        result = take_backup(database, out, actor=actor, settings=settings, clock=lambda: datetime.now(UTC),
-                             reason=reason)
+    with command_context(db, as_user) as cli:
+        result = take_backup(cli.database, out, actor=cli.actor, settings=cli.settings,
+                             clock=lambda: datetime.now(UTC), reason=reason)
     manifest = result.manifest
     typer.echo(f"Backup of {manifest.source} written to {result.path}")
     typer.echo(f"  {manifest.rows} rows in {len(manifest.tables)} tables; {manifest.audit_events} audit events, "
@@ -59,10 +58,10 @@ def restore(
     """Restore a backup into an EMPTY database (refused otherwise), after checking its SHA-256; then
     prove it: every table's row count and the audit trail's last hash match the backup, and the
     audit chain verifies."""
-    from cmvtrial.adapters.cli.admin_commands import _settings
+    from cmvtrial.adapters.cli.context import read_settings
     from cmvtrial.services.backup import restore_backup
 
-    settings = _settings(db)
+    settings = read_settings(db)
     result = restore_backup(file, settings.database_url, settings)
     manifest = result.manifest
     typer.echo(f"Restored {file} (taken {manifest.created_at.isoformat()}) into {result.target}")

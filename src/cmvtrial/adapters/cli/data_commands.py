@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption, ReasonOption, _actor, _console, _database, _table, _uow
-from cmvtrial.adapters.cli.output import DbOption, handles_errors
+from cmvtrial.adapters.cli.context import AsOption, ReasonOption, command_context, command_group, read_text
+from cmvtrial.adapters.cli.output import DbOption, echo_json, handles_errors, make_console, make_table
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cmvtrial.adapters.cli.context import CommandContext
     from cmvtrial.services.data_entry import VisitEntry
-    from cmvtrial.store.database import Database
 
 SIGN_PASSWORD_ENV = "CMVTRIAL_SIGN_PASSWORD"
 
@@ -65,19 +64,9 @@ def register(app: typer.Typer) -> None:
     queries_app.command("reopen")(queries_reopen)
     app.add_typer(queries_app, name="queries")
 
-    dose_app = _group(app, "dose", "Doses: the protocol's dose calculation, and recording administrations.")
+    dose_app = command_group(app, "dose", "Doses: the protocol's dose calculation, and recording administrations.")
     dose_app.command("record")(dose_record)
     dose_app.command("list")(dose_list)
-
-
-def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
-    """The group ``name`` another module registered (``dose gcv`` is in treatment_commands.py), or a new one."""
-    for info in app.registered_groups:
-        if info.name == name and info.typer_instance is not None:
-            return info.typer_instance
-    group = typer.Typer(help=help_text, no_args_is_help=True)
-    app.add_typer(group, name=name)
-    return group
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -94,32 +83,15 @@ def _date(text: str | None, option: str) -> date:
         raise InvalidInput(f"{option} must be a date YYYY-MM-DD (got {text!r})", field=option, value=text) from None
 
 
-def _subject_id(database: Database, actor: Any, reference: str) -> int:
-    from cmvtrial.services import screening
-
-    return screening.resolve_subject(_uow(database), actor, reference)
-
-
 def _read_json(file: str) -> object:
     from cmvtrial.errors import InvalidInput
 
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{file} is not UTF-8 text", field="file", value=file) from None
-    except OSError as error:
-        raise InvalidInput(f"cannot read {file}: {error.strerror}", field="file", value=file) from None
+    text = read_text(file)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"{file} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
                            field="file", value=file) from None
-
-
-def _echo_json(data: object) -> None:
-    from cmvtrial.core.audit_chain import to_jsonable
-
-    typer.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
 
 
 # --- visits --------------------------------------------------------------------------------
@@ -136,17 +108,17 @@ def visits_due(
     """A site's visits due this week (window open now or within six days), overdue and missed."""
     from cmvtrial.services import visits
 
-    with _database(db) as (_, database):
-        found = visits.visits_due(_uow(database), _actor(database, as_user), site, today=_date(today, "--today"))
+    with command_context(db, as_user) as cli:
+        found = visits.visits_due(cli.uow(), cli.actor, site, today=_date(today, "--today"))
     if as_json:
-        _echo_json(found.to_dict())
+        echo_json(found.to_dict())
         return
     worklist = found.worklist
-    console = _console()
+    console = make_console()
     console.print(f"Site {found.site_code}, week {worklist.today.isoformat()} to {worklist.week_end.isoformat()}")
     for title, entries in (("Due this week", worklist.due_this_week), ("Overdue", worklist.overdue),
                            ("Missed", worklist.missed)):
-        table = _table(f"{title} ({len(entries)})", "subject", "visit", "target", "window", "status")
+        table = make_table(f"{title} ({len(entries)})", "subject", "visit", "target", "window", "status")
         for entry in entries:
             visit = entry.visit
             window = f"{visit.window_start} to {visit.window_end}" if visit.window_start else ""
@@ -169,9 +141,8 @@ def visits_record(
     """Record a visit as done on a date (outside its window: kept and flagged) or as missed."""
     from cmvtrial.services import visits
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = visits.record_visit(_uow(database), actor, _subject_id(database, actor, subject), visit,
+    with command_context(db, as_user) as cli:
+        view = visits.record_visit(cli.uow(), cli.actor, cli.subject_id(subject), visit,
                                    today=_date(today, "--today"), on_date=_date(on_date, "--date") if on_date else None,
                                    missed=missed, reason=reason)
     when = f" on {view.actual_date.isoformat()}" if view.actual_date else ""
@@ -186,11 +157,10 @@ def visits_signatures(subject: SubjectArgument, visit: VisitArgument, as_json: J
     """A visit's signatures, each checked against the visit's data as they are now."""
     from cmvtrial.services import signatures
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        views = signatures.visit_signatures(_uow(database), actor, _subject_id(database, actor, subject), visit)
+    with command_context(db, as_user) as cli:
+        views = signatures.visit_signatures(cli.uow(), cli.actor, cli.subject_id(subject), visit)
     if as_json:
-        _echo_json([view.to_dict() for view in views])
+        echo_json([view.to_dict() for view in views])
         return
     if not views:
         typer.echo(f"{visit} has no signature.")
@@ -214,9 +184,8 @@ def calendar(
     from cmvtrial.errors import InvalidInput
     from cmvtrial.services import visits
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        found = visits.subject_calendar(_uow(database), actor, _subject_id(database, actor, subject),
+    with command_context(db, as_user) as cli:
+        found = visits.subject_calendar(cli.uow(), cli.actor, cli.subject_id(subject),
                                         today=_date(today, "--today"))
     if ics:
         text = calendar_to_ics(found.calendar, subject=found.subject, generated_at=datetime.now(UTC))
@@ -225,7 +194,7 @@ def calendar(
         except OSError as error:
             raise InvalidInput(f"cannot write {ics}: {error.strerror}", field="ics", value=ics) from None
     if as_json:
-        _echo_json(found.to_dict())
+        echo_json(found.to_dict())
         return
     print_calendar(found)
     if ics:
@@ -235,11 +204,11 @@ def calendar(
 def print_calendar(found: Any) -> None:
     """The calendar as a table (shared with `subject show`)."""
     eot = found.end_of_treatment.isoformat() if found.end_of_treatment else "not yet"
-    console = _console()
+    console = make_console()
     console.print(f"Subject {found.subject} ({found.site_code}), arm {found.arm}, randomized "
                   f"{found.randomized_on.isoformat()}, end of treatment {eot}")
-    table = _table(f"Calendar on {found.calendar.today.isoformat()}", "visit", "name", "target", "window", "status",
-                   "done", "note")
+    table = make_table(f"Calendar on {found.calendar.today.isoformat()}", "visit", "name", "target", "window", "status",
+                       "done", "note")
     for visit in found.calendar.visits:
         window = f"{visit.window_start} to {visit.window_end}" if visit.window_start else ""
         note = found.deviations.get(visit.label) or ("end of treatment" if visit.end_of_treatment else "")
@@ -277,14 +246,13 @@ def enter(
     if submission.visit is not None and submission.visit != visit:
         raise InvalidInput(f"the file is for visit {submission.visit}, not {visit}", field="visit",
                            value=submission.visit)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
+    with command_context(db, as_user) as cli:
         entry = data_entry.enter_visit_data(
-            _uow(database), actor, _subject_id(database, actor, subject), visit, submission.forms,
+            cli.uow(), cli.actor, cli.subject_id(subject), visit, submission.forms,
             today=_date(today, "--today"), visit_date=submission.visit_date,
             complete=True if complete else submission.complete, reason=reason)
     if as_json:
-        _echo_json(entry.to_dict())
+        echo_json(entry.to_dict())
         return
     _print_entry(entry)
 
@@ -343,20 +311,19 @@ def queries_list(
     """The data queries you may see, oldest first."""
     from cmvtrial.services import queries
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        subject_id = _subject_id(database, actor, subject) if subject else None
-        views = queries.list_queries(_uow(database), actor, site_code=site, status=status, subject_id=subject_id)
+    with command_context(db, as_user) as cli:
+        subject_id = cli.subject_id(subject) if subject else None
+        views = queries.list_queries(cli.uow(), cli.actor, site_code=site, status=status, subject_id=subject_id)
     if as_json:
-        _echo_json([view.to_dict() for view in views])
+        echo_json([view.to_dict() for view in views])
         return
-    table = _table(f"Queries ({len(views)})", "id", "status", "subject", "visit", "item", "value", "query", "answer",
-                   "opened by")
+    table = make_table(f"Queries ({len(views)})", "id", "status", "subject", "visit", "item", "value", "query", "answer",
+                       "opened by")
     for view in views:
         item = f"{view.form}.{view.item}" if view.item else (view.form or "")
         table.add_row(str(view.id), view.status, view.subject, view.visit or "", item, view.value or "", view.text,
                       view.answer or "", view.opened_by or "")
-    _console().print(table)
+    make_console().print(table)
 
 
 @handles_errors
@@ -377,9 +344,8 @@ def queries_open(
     form_id, _, item_id = item.partition(".")
     if not form_id or not item_id:
         raise InvalidInput(f"name the value as FORM.ITEM (got {item!r})", field="item", value=item)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = queries.open_query(_uow(database), actor, _subject_id(database, actor, subject), visit, form_id,
+    with command_context(db, as_user) as cli:
+        view = queries.open_query(cli.uow(), cli.actor, cli.subject_id(subject), visit, form_id,
                                   item_id, text, form_repeat=repeat)
     _print_query(view)
 
@@ -397,8 +363,8 @@ def queries_answer(
     """Answer an open query (investigator or coordinator of the subject's site)."""
     from cmvtrial.services import queries
 
-    with _database(db) as (_, database):
-        view = queries.answer_query(_uow(database), _actor(database, as_user), query, text)
+    with command_context(db, as_user) as cli:
+        view = queries.answer_query(cli.uow(), cli.actor, query, text)
     _print_query(view)
 
 
@@ -408,8 +374,8 @@ def queries_close(query: QueryArgument, db: DbOption = None, as_user: AsOption =
     """Close a query you opened (an unanswered one needs --reason)."""
     from cmvtrial.services import queries
 
-    with _database(db) as (_, database):
-        view = queries.close_query(_uow(database), _actor(database, as_user), query, reason=reason)
+    with command_context(db, as_user) as cli:
+        view = queries.close_query(cli.uow(), cli.actor, query, reason=reason)
     _print_query(view)
 
 
@@ -423,8 +389,8 @@ def queries_reopen(
     """Send an answered query back to the site (whoever opened it)."""
     from cmvtrial.services import queries
 
-    with _database(db) as (_, database):
-        view = queries.reopen_query(_uow(database), _actor(database, as_user), query, text)
+    with command_context(db, as_user) as cli:
+        view = queries.reopen_query(cli.uow(), cli.actor, query, text)
     _print_query(view)
 
 
@@ -445,16 +411,15 @@ def sign(
     from cmvtrial.services import signatures
 
     password = os.environ.get(SIGN_PASSWORD_ENV)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        subject_id = _subject_id(database, actor, subject)
+    with command_context(db, as_user) as cli:
+        subject_id = cli.subject_id(subject)
         if not password:
             try:
-                password = str(typer.prompt(f"Password of {actor.username} to sign {visit}", hide_input=True))
+                password = str(typer.prompt(f"Password of {cli.actor.username} to sign {visit}", hide_input=True))
             except typer.Abort:
                 raise InvalidInput(f"signing needs your password (prompt, or {SIGN_PASSWORD_ENV})",
                                    field="password") from None
-        view = signatures.sign_visit(_uow(database), actor, subject_id, visit, password=password, meaning=meaning)
+        view = signatures.sign_visit(cli.uow(), cli.actor, subject_id, visit, password=password, meaning=meaning)
     typer.echo(f"{view.subject} {view.visit}: {view.manifestation}")
     typer.echo(f"  {view.statement} (record SHA-256 {view.record_sha256})")
 
@@ -477,12 +442,11 @@ def dose_record(
     from cmvtrial.services import dosing_records
 
     record = dosing_records.parse_administration(_read_json(file))
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = dosing_records.record_administration(_uow(database), actor, _subject_id(database, actor, subject),
+    with command_context(db, as_user) as cli:
+        view = dosing_records.record_administration(cli.uow(), cli.actor, cli.subject_id(subject),
                                                     record, today=_date(today, "--today"))
     if as_json:
-        _echo_json(view.to_dict())
+        echo_json(view.to_dict())
         return
     amount = f" {view.dose:g} {view.unit}" if view.dose is not None else ""
     typer.echo(f"{view.subject}: {view.drug} {view.status}{amount} on {view.date.isoformat()} (day {view.study_day})"
@@ -497,11 +461,10 @@ def dose_list(subject: SubjectArgument, as_json: JsonOption = False, db: DbOptio
     """A subject's recorded administrations, holds and missed doses."""
     from cmvtrial.services import dosing_records
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        views = dosing_records.list_administrations(_uow(database), actor, _subject_id(database, actor, subject))
+    with command_context(db, as_user) as cli:
+        views = dosing_records.list_administrations(cli.uow(), cli.actor, cli.subject_id(subject))
     if as_json:
-        _echo_json([view.to_dict() for view in views])
+        echo_json([view.to_dict() for view in views])
         return
     print_doses(views)
 
@@ -524,30 +487,30 @@ class TreatmentSummary:
         print_labs(self.labs)
 
 
-def treatment_summary(database: Database, actor: Any, subject_id: int, today: date | None = None) -> TreatmentSummary:
+def treatment_summary(cli: CommandContext, subject_id: int, today: date | None = None) -> TreatmentSummary:
     from cmvtrial.services import dosing_records, visit_data, visits
 
     on = today or date.today()
-    return TreatmentSummary(visits.subject_calendar(_uow(database), actor, subject_id, today=on),
-                            dosing_records.list_administrations(_uow(database), actor, subject_id),
-                            visit_data.latest_labs(_uow(database), actor, subject_id))
+    return TreatmentSummary(visits.subject_calendar(cli.uow(), cli.actor, subject_id, today=on),
+                            dosing_records.list_administrations(cli.uow(), cli.actor, subject_id),
+                            visit_data.latest_labs(cli.uow(), cli.actor, subject_id))
 
 
 def print_doses(views: list[Any]) -> None:
     """The administrations as a table (shared with `subject show`)."""
-    table = _table(f"Doses ({len(views)})", "date", "day", "drug", "status", "dose", "route", "given by", "reason")
+    table = make_table(f"Doses ({len(views)})", "date", "day", "drug", "status", "dose", "route", "given by", "reason")
     for view in views:
         amount = f"{view.dose:g} {view.unit}" if view.dose is not None else ""
         table.add_row(view.date.isoformat(), str(view.study_day), view.drug, view.status, amount, view.route or "",
                       view.given_by or "", view.reason or "")
-    _console().print(table)
+    make_console().print(table)
 
 
 def print_labs(values: list[Any]) -> None:
     """The latest lab values as a table (shared with `subject show`)."""
-    table = _table(f"Latest labs ({len(values)})", "form", "item", "value", "entered", "visit", "date")
+    table = make_table(f"Latest labs ({len(values)})", "form", "item", "value", "entered", "visit", "date")
     for value in values:
         entered = f"{value.entered} {value.entered_unit or ''}".strip()
         shown = value.result or f"{value.value:g} {value.unit or ''}".strip()
         table.add_row(value.form, value.label, shown, entered, value.visit, str(value.date or ""))
-    _console().print(table)
+    make_console().print(table)

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption, _actor, _database, _uow
-from cmvtrial.adapters.cli.output import DbOption, handles_errors
+from cmvtrial.adapters.cli.context import AsOption, command_context, command_group
+from cmvtrial.adapters.cli.output import DbOption, handles_errors, make_table
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cmvtrial.adapters.cli.context import CommandContext
     from cmvtrial.adapters.interop.adam import AdamDatasets
     from cmvtrial.analysis.derivations import AnalysisDatasets
     from cmvtrial.services.export_data import ExportData
-    from cmvtrial.store.database import Database
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 SubjectOption = Annotated[
@@ -34,7 +34,7 @@ SubjectOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    export_app = _group(app, "export", "Export the trial's data for other tools.")
+    export_app = command_group(app, "export", "Export the trial's data for other tools.")
     export_app.command("sdtm")(export_sdtm)
     export_app.command("odm")(export_odm)
     export_app.command("fhir")(export_fhir)
@@ -46,32 +46,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(import_app, name="import")
 
 
-def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
-    for info in app.registered_groups:
-        if info.name == name and info.typer_instance is not None:
-            return info.typer_instance
-    group = typer.Typer(help=help_text, no_args_is_help=True)
-    app.add_typer(group, name=name)
-    return group
-
-
 def _version() -> str:
     from cmvtrial import __version__
 
     return __version__
 
 
-def _export_data(database: Database, as_user: str | None, **options: Any) -> tuple[Any, ExportData]:
+def _export_data(cli: CommandContext, **options: Any) -> ExportData:
     from cmvtrial.services.export_data import build_export_data
 
-    actor = _actor(database, as_user)
-    return actor, build_export_data(_uow(database), actor, **options)
+    return build_export_data(cli.uow(), cli.actor, **options)
 
 
-def _record(database: Database, actor: Any, what: str, details: dict[str, Any]) -> None:
+def _record(cli: CommandContext, what: str, details: dict[str, Any]) -> None:
     from cmvtrial.services.export_data import record_export
 
-    record_export(_uow(database), actor, what, details)
+    record_export(cli.uow(), cli.actor, what, details)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -101,13 +91,13 @@ def export_sdtm(
     from cmvtrial.adapters.interop.sdtm import build_sdtm
 
     formats = parse_formats(file_format)
-    with _database(db) as (_settings, database):
-        actor, data = _export_data(database, as_user)
+    with command_context(db, as_user) as cli:
+        data = _export_data(cli)
         package = build_sdtm(data)
         written = write_package(package, Path(out), formats, generated_at=data.generated_at,
                                 source_version=_version())
-        _record(database, actor, "sdtm", {"formats": list(formats), "folder": str(Path(out).resolve()),
-                                          "datasets": written.datasets})
+        _record(cli, "sdtm", {"formats": list(formats), "folder": str(Path(out).resolve()),
+                              "datasets": written.datasets})
     listed = ", ".join(f"{name} {rows}" for name, rows in written.datasets.items())
     typer.echo(f"Wrote {len(written.files)} files to {out} ({'/'.join(formats)} and define.xml): {listed}.")
 
@@ -121,11 +111,11 @@ def export_odm(
     """Write CDISC ODM 1.3.2: study metadata from the protocol, clinical data with audit records."""
     from cmvtrial.adapters.interop.odm import odm_xml
 
-    with _database(db) as (_settings, database):
-        actor, data = _export_data(database, as_user, include_audit=True)
+    with command_context(db, as_user) as cli:
+        data = _export_data(cli, include_audit=True)
         _write_text(Path(out), odm_xml(data, source_version=_version()))
-        _record(database, actor, "odm", {"file": str(Path(out).resolve()), "subjects": len(data.subjects),
-                                         "values": len(data.values), "audit_records": len(data.audit)})
+        _record(cli, "odm", {"file": str(Path(out).resolve()), "subjects": len(data.subjects),
+                             "values": len(data.values), "audit_records": len(data.audit)})
     typer.echo(f"Wrote {out}: {len(data.subjects)} subjects, {len(data.values)} values, "
                f"{len(data.audit)} audit records.")
 
@@ -141,16 +131,15 @@ def export_fhir(
     """Print (or write) one subject's FHIR R4 Bundle: Patient (pseudonymized), study, results, doses, AEs."""
     from cmvtrial.adapters.interop.fhir_export import bundle_json, export_subject_bundle
 
-    with _database(db) as (_settings, database):
-        actor = _actor(database, as_user)
-        key = _export_subject(database, actor, subject)
-        _actor_again, data = _export_data(database, as_user, subject_id=key)
+    with command_context(db, as_user) as cli:
+        key = _export_subject(cli, subject)
+        data = _export_data(cli, subject_id=key)
         document = export_subject_bundle(data, key)
         text = bundle_json(document)
         if out is not None:
             _write_text(Path(out), text)
-        _record(database, actor, "fhir", {"subject": data.subject(key).subject_id, "resources": len(document["entry"]),
-                                          "file": str(Path(out).resolve()) if out else "stdout"})
+        _record(cli, "fhir", {"subject": data.subject(key).subject_id, "resources": len(document["entry"]),
+                              "file": str(Path(out).resolve()) if out else "stdout"})
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -158,16 +147,15 @@ def export_fhir(
                    f"{data.subject(key).subject_id}.")
 
 
-def _export_subject(database: Database, actor: Any, reference: str) -> int:
+def _export_subject(cli: CommandContext, reference: str) -> int:
     """A subject named as everywhere in the CLI, or by the pseudonym an earlier export gave it."""
     from cmvtrial.errors import NotFound
     from cmvtrial.services.export_data import subject_by_pseudonym
-    from cmvtrial.services.screening import resolve_subject
 
     try:
-        return resolve_subject(_uow(database), actor, reference)
+        return cli.subject_id(reference)
     except NotFound:
-        return subject_by_pseudonym(_uow(database), actor, reference)
+        return subject_by_pseudonym(cli.uow(), cli.actor, reference)
 
 
 # --- export adam (called by analysis_commands.export_adam) ----------------------------------
@@ -181,10 +169,10 @@ def adam_tables(datasets: AnalysisDatasets, *, from_database: bool, db: str | No
 
     if not from_database:
         return build_adam(datasets)
-    with _database(db) as (_settings, database):
-        actor, data = _export_data(database, as_user)
+    with command_context(db, as_user) as cli:
+        data = _export_data(cli)
         package = build_sdtm(data)
-        _record(database, actor, "adam", {"subjects": len(datasets.adsl)})
+        _record(cli, "adam", {"subjects": len(datasets.adsl)})
     usubjids = {subject.label: data.usubjid(subject.key) for subject in data.subjects}
     return build_adam(datasets, sdtm=package, usubjids=usubjids)
 
@@ -237,7 +225,6 @@ def import_fhir(
     from cmvtrial.adapters.interop.fhir_import import read_bundle
     from cmvtrial.errors import InvalidInput
     from cmvtrial.services.lab_import import NOT_IMPORTED, import_lab_results
-    from cmvtrial.services.screening import resolve_subject
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -252,21 +239,16 @@ def import_fhir(
             on = date.fromisoformat(today.strip())
         except ValueError:
             raise InvalidInput(f"--today must be a date YYYY-MM-DD (got {today!r})", field="today", value=today) from None
-    with _database(db) as (_settings, database):
-        actor = _actor(database, as_user)
-        subject_id = resolve_subject(_uow(database), actor, subject)
-        report = import_lab_results(_uow(database), actor, subject_id, results, today=on,
+    with command_context(db, as_user) as cli:
+        report = import_lab_results(cli.uow(), cli.actor, cli.subject_id(subject), results, today=on,
                                     source=Path(file).name if file != "-" else "stdin", dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
         return
     from rich.console import Console
-    from rich.table import Table
 
     title = f"{'Dry run: nothing was changed. ' if dry_run else ''}Subject {report.subject}, {Path(file).name}"
-    table = Table(title=title, title_justify="left")
-    for column in ("observation", "date", "value", "outcome", "visit", "item", "why"):
-        table.add_column(column)
+    table = make_table(title, "observation", "date", "value", "outcome", "visit", "item", "why")
     for line in report.lines:
         table.add_row(line.source_id, line.effective.isoformat(), line.value, line.outcome, line.visit or "",
                       line.item or "", line.message)

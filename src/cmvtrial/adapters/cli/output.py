@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -47,3 +48,26 @@ def handles_errors(command: F) -> F:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def make_console() -> Any:
+    """The console commands print tables to (highlighting off: trial data are not code)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def make_table(title: str, *columns: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def echo_json(data: object) -> None:
+    """``--json`` output: dates as ISO text, times in UTC, decimals as text (the audit trail's JSON form)."""
+    from cmvtrial.core.audit_chain import to_jsonable
+
+    typer.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))

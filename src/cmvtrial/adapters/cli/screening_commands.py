@@ -9,12 +9,11 @@ module top: pydantic, pint and the core load inside the commands so ``cmvtrial -
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cmvtrial.adapters.cli.context import read_text
 from cmvtrial.adapters.cli.output import handles_errors
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,19 +39,6 @@ def load_protocol(reference: str) -> Protocol:
 
     protocol, _text = load(reference)
     return protocol
-
-
-def _read_record_text(file: str) -> str:
-    from cmvtrial.errors import InvalidInput
-
-    if file == "-":
-        return sys.stdin.read()
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{file} is not UTF-8 text", field="file", value=file) from None
-    except OSError as error:
-        raise InvalidInput(f"cannot read {file}: {error.strerror}", field="file", value=file) from None
 
 
 def _format_value(value: object) -> str:
@@ -139,7 +125,7 @@ def register(app: typer.Typer) -> None:
         from cmvtrial.core.screening_record import parse_screening_record
 
         loaded = load_protocol(protocol)
-        record = parse_screening_record(_read_record_text(file), source=file)
+        record = parse_screening_record(read_text(file), source=file)
         result = evaluate_eligibility(loaded, record)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))

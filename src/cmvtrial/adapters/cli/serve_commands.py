@@ -31,11 +31,11 @@ def serve(
     import uvicorn
 
     from cmvtrial.adapters.api.app import OPENAPI_URL, create_app
-    from cmvtrial.adapters.cli.admin_commands import _settings
+    from cmvtrial.adapters.cli.context import read_settings
 
     from cmvtrial.services.sealing import require_key_for_listening
 
-    settings = _settings(db)
+    settings = read_settings(db)
     # Beyond loopback is not local use: the published development key would protect nothing.
     require_key_for_listening(settings.secret_key.get_secret_value() if settings.secret_key else None, host)
     application = create_app(settings)

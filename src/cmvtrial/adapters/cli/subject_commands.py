@@ -12,28 +12,25 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cmvtrial.adapters.cli.admin_commands import AsOption, ReasonOption, _actor, _console, _database, _table, _uow
-from cmvtrial.adapters.cli.output import DbOption, handles_errors
+from cmvtrial.adapters.cli.context import (
+    AsOption,
+    ReasonOption,
+    SubjectArgument,
+    command_context,
+    command_group,
+    read_text,
+)
+from cmvtrial.adapters.cli.output import DbOption, echo_json, handles_errors, make_console, make_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.eligibility import EligibilityResult
     from cmvtrial.services.screening_log import ConsortCounts
-    from cmvtrial.store.database import Database
 
-SubjectArgument = Annotated[
-    str,
-    typer.Argument(
-        help="The subject: its id, SITE:SCREENING_NUMBER, its subject number, or a screening number unique "
-        "among your sites.",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
 
 
@@ -56,39 +53,18 @@ def register(app: typer.Typer) -> None:
     app.command("consent")(consent)
     app.command("randomize")(randomize)
 
-    randomization_app = _group(app, "randomization")
+    randomization_app = command_group(  # `randomization list` lives in screening_commands.py
+        app, "randomization", "Randomization: lists, the scheme, balance, export and verification."
+    )
     randomization_app.command("setup")(randomization_setup)
     randomization_app.command("balance")(randomization_balance)
     randomization_app.command("export")(randomization_export)
     randomization_app.command("verify")(randomization_verify)
 
 
-def _group(app: typer.Typer, name: str) -> typer.Typer:
-    """The command group ``name`` another module registered (``randomization list`` lives in
-    screening_commands.py), or a new one."""
-    for info in app.registered_groups:
-        if info.name == name and info.typer_instance is not None:
-            return info.typer_instance
-    group = typer.Typer(help="Randomization: lists, the scheme, balance, export and verification.", no_args_is_help=True)
-    app.add_typer(group, name=name)
-    return group
-
-
-def _subject_id(database: Database, actor: Any, reference: str) -> int:
-    from cmvtrial.services import subjects
-
-    return subjects.resolve_subject(_uow(database), actor, reference)
-
-
 def _label(view: Any) -> str:
     number = f"{view.subject_number}, " if view.subject_number else ""
     return f"{view.site_code}:{view.screening_number} ({number}id {view.id})"
-
-
-def _echo_json(data: object) -> None:
-    from cmvtrial.core.audit_chain import to_jsonable
-
-    typer.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
 
 
 # --- subjects ------------------------------------------------------------------------------
@@ -107,8 +83,8 @@ def subject_register(
     """Register a screening candidate at a site (investigator or coordinator of that site)."""
     from cmvtrial.services import subjects
 
-    with _database(db) as (_, database):
-        view = subjects.register_subject(_uow(database), _actor(database, as_user), site, screening_number, reason=reason)
+    with command_context(db, as_user) as cli:
+        view = subjects.register_subject(cli.uow(), cli.actor, site, screening_number, reason=reason)
     typer.echo(f"Registered candidate {_label(view)}; enter the screening data with "
                f"`cmvtrial screening enter {view.site_code}:{view.screening_number} FILE.json`.")
 
@@ -128,17 +104,17 @@ def subject_list(
     """List the subjects you may see, by site."""
     from cmvtrial.services import subjects
 
-    with _database(db) as (_, database):
-        views = subjects.list_subjects(_uow(database), _actor(database, as_user), site_code=site, status=status)
+    with command_context(db, as_user) as cli:
+        views = subjects.list_subjects(cli.uow(), cli.actor, site_code=site, status=status)
     if as_json:
-        _echo_json(views)
+        echo_json(views)
         return
-    table = _table(f"Subjects ({len(views)})", "id", "site", "screening no.", "subject no.", "status", "eligibility",
-                   "consent")
+    table = make_table(f"Subjects ({len(views)})", "id", "site", "screening no.", "subject no.", "status", "eligibility",
+                       "consent")
     for view in views:
         table.add_row(str(view.id), view.site_code, view.screening_number, view.subject_number or "", view.status,
                       view.eligibility or "", view.consent_date.isoformat() if view.consent_date else "")
-    _console().print(table)
+    make_console().print(table)
 
 
 @handles_errors
@@ -149,12 +125,11 @@ def subject_show(subject: SubjectArgument, as_json: JsonOption = False, db: DbOp
 
     from cmvtrial.adapters.cli.data_commands import treatment_summary
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        detail = screening.subject_detail(_uow(database), actor, _subject_id(database, actor, subject))
-        treatment = treatment_summary(database, actor, detail.subject.id) if detail.allocation is not None else None
+    with command_context(db, as_user) as cli:
+        detail = screening.subject_detail(cli.uow(), cli.actor, cli.subject_id(subject))
+        treatment = treatment_summary(cli, detail.subject.id) if detail.allocation is not None else None
     if as_json:
-        _echo_json({
+        echo_json({
             "subject": detail.subject,
             "screening_data": detail.screening_data,
             "missing_required": list(detail.missing_required),
@@ -163,7 +138,7 @@ def subject_show(subject: SubjectArgument, as_json: JsonOption = False, db: DbOp
             **(treatment.to_dict() if treatment is not None else {}),
         })
         return
-    view, console = detail.subject, _console()
+    view, console = detail.subject, make_console()
     console.print(f"Subject {_label(view)} — status {view.status}, eligibility {view.eligibility or 'not judged yet'}")
     console.print(f"Consent: {view.consent_date.isoformat() if view.consent_date else 'not recorded'}")
     for reason in view.screen_failure_reasons or []:
@@ -183,13 +158,13 @@ def subject_show(subject: SubjectArgument, as_json: JsonOption = False, db: DbOp
 
 
 def _print_criteria(result: EligibilityResult) -> None:
-    table = _table("Eligibility", "criterion", "kind", "verdict", "values used")
+    table = make_table("Eligibility", "criterion", "kind", "verdict", "values used")
     for verdict in result.criteria:
         shown = ", ".join(f"{name}={value}" for name, value in verdict.to_dict()["values"].items())  # type: ignore[union-attr]
         if verdict.missing:
             shown = (shown + "; " if shown else "") + "missing: " + ", ".join(verdict.missing)
         table.add_row(verdict.id, verdict.kind, verdict.verdict, shown)
-    _console().print(table)
+    make_console().print(table)
 
 
 # --- screening -----------------------------------------------------------------------------
@@ -197,17 +172,8 @@ def _print_criteria(result: EligibilityResult) -> None:
 
 def _read_json_object(file: str) -> dict[str, object]:
     from cmvtrial.core.screening_record import parse_screening_record
-    from cmvtrial.errors import InvalidInput
 
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{file} is not UTF-8 text", field="file", value=file) from None
-        except OSError as error:
-            raise InvalidInput(f"cannot read {file}: {error.strerror}", field="file", value=file) from None
+    text = read_text(file)
     parse_screening_record(text, source=file)  # the format's own errors, with line and column
     data = json.loads(text)
     return dict(data)
@@ -241,12 +207,11 @@ def screening_enter(
     from cmvtrial.services import screening
 
     data = _read_json_object(file)
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        entry = screening.enter_screening_data(_uow(database), actor, _subject_id(database, actor, subject), data,
+    with command_context(db, as_user) as cli:
+        entry = screening.enter_screening_data(cli.uow(), cli.actor, cli.subject_id(subject), data,
                                                reason=reason)
     if as_json:
-        _echo_json({
+        echo_json({
             "subject": entry.subject,
             "created": list(entry.created),
             "updated": list(entry.updated),
@@ -279,15 +244,14 @@ def screening_fail(
     """Record a screen failure eligibility cannot see (the candidate declined, or another reason)."""
     from cmvtrial.services import screening
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = screening.record_screen_failure(_uow(database), actor, _subject_id(database, actor, subject), category,
+    with command_context(db, as_user) as cli:
+        view = screening.record_screen_failure(cli.uow(), cli.actor, cli.subject_id(subject), category,
                                                detail, reason=reason)
     typer.echo(f"Candidate {_label(view)} recorded as a screen failure ({category}).")
 
 
 def _print_counts(title: str, counts: ConsortCounts) -> None:
-    table = _table(title, "CONSORT box", "n")
+    table = make_table(title, "CONSORT box", "n")
     table.add_row("Assessed for eligibility", str(counts.assessed))
     table.add_row("Excluded", str(counts.excluded))
     table.add_row("  not meeting eligibility criteria", str(counts.not_eligible))
@@ -297,7 +261,7 @@ def _print_counts(title: str, counts: ConsortCounts) -> None:
     table.add_row("  other reasons", str(counts.other))
     table.add_row("Randomized", str(counts.randomized))
     table.add_row("Still in screening", str(counts.in_screening))
-    _console().print(table)
+    make_console().print(table)
 
 
 @handles_errors
@@ -311,10 +275,10 @@ def screening_log(
     """The screening log: every candidate with status and screen-failure reasons, and the CONSORT counts."""
     from cmvtrial.services import screening_log as screening_log_service
 
-    with _database(db) as (_, database):
-        log = screening_log_service.screening_log(_uow(database), _actor(database, as_user), site_code=site)
+    with command_context(db, as_user) as cli:
+        log = screening_log_service.screening_log(cli.uow(), cli.actor, site_code=site)
     if as_json:
-        _echo_json({
+        echo_json({
             "site": log.site_code,
             "counts": log.counts.to_dict(),
             "counts_by_site": {code: counts.to_dict() for code, counts in log.counts_by_site.items()},
@@ -328,15 +292,15 @@ def screening_log(
         })
         return
     where = f"site {log.site_code}" if log.site_code else "all sites"
-    table = _table(f"Screening log, {where} ({len(log.entries)} candidates)", "site", "screening no.", "screened on",
-                   "status", "eligibility", "reasons", "subject no.")
+    table = make_table(f"Screening log, {where} ({len(log.entries)} candidates)", "site", "screening no.", "screened on",
+                       "status", "eligibility", "reasons", "subject no.")
     for entry in log.entries:
         view = entry.subject
         reasons = ", ".join(str(r.get("criterion") or r.get("category")) for r in view.screen_failure_reasons or [])
         table.add_row(view.site_code, view.screening_number,
                       entry.screening_date.isoformat() if entry.screening_date else "", view.status,
                       view.eligibility or "", reasons, view.subject_number or "")
-    _console().print(table)
+    make_console().print(table)
     _print_counts(f"CONSORT enrolment, {where}", log.counts)
 
 
@@ -362,9 +326,8 @@ def consent(
         signed = Date.fromisoformat(date.strip())
     except ValueError:
         raise InvalidInput(f"--date '{date}' is not a date YYYY-MM-DD", field="date", value=date) from None
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        view = screening.record_consent(_uow(database), actor, _subject_id(database, actor, subject), signed,
+    with command_context(db, as_user) as cli:
+        view = screening.record_consent(cli.uow(), cli.actor, cli.subject_id(subject), signed,
                                         reason=reason)
     typer.echo(f"Consent of {_label(view)} recorded: {signed.isoformat()}.")
 
@@ -374,9 +337,8 @@ def randomize(subject: SubjectArgument, db: DbOption = None, as_user: AsOption =
     """Randomize an eligible, consented subject of your site (investigator or coordinator); never twice."""
     from cmvtrial.services import randomizing
 
-    with _database(db) as (_, database):
-        actor = _actor(database, as_user)
-        allocation = randomizing.randomize_subject(_uow(database), actor, _subject_id(database, actor, subject),
+    with command_context(db, as_user) as cli:
+        allocation = randomizing.randomize_subject(cli.uow(), cli.actor, cli.subject_id(subject),
                                                    reason=reason)
     position = f", position {allocation.sequence}" if allocation.sequence else ""
     typer.echo(f"Subject {allocation.subject_number} ({allocation.site_code}:{allocation.screening_number}) randomized "
@@ -392,8 +354,8 @@ def randomization_setup(db: DbOption = None, as_user: AsOption = None, reason: R
     """
     from cmvtrial.services import randomizing
 
-    with _database(db) as (_, database):
-        scheme = randomizing.setup_scheme(_uow(database), _actor(database, as_user), reason=reason)
+    with command_context(db, as_user) as cli:
+        scheme = randomizing.setup_scheme(cli.uow(), cli.actor, reason=reason)
     state = "Created" if scheme.created else "Existing"
     typer.echo(f"{state} randomization scheme {scheme.id} for {scheme.protocol_id} version {scheme.protocol_version} "
                f"({scheme.method}, {scheme.allocations} allocations); seed SHA-256 {scheme.seed_sha256}.")
@@ -404,22 +366,22 @@ def randomization_balance(as_json: JsonOption = False, db: DbOption = None, as_u
     """Allocations per arm per stratum and overall, with the imbalance (admin, data manager, statistician)."""
     from cmvtrial.services import randomizing
 
-    with _database(db) as (_, database):
-        view = randomizing.balance(_uow(database), _actor(database, as_user))
+    with command_context(db, as_user) as cli:
+        view = randomizing.balance(cli.uow(), cli.actor)
     if as_json:
-        _echo_json(view.to_dict())
+        echo_json(view.to_dict())
         return
     report = view.report
-    table = _table(f"Balance ({view.method}, {report.total} allocated)", "stratum", *report.arms, "imbalance")
+    table = make_table(f"Balance ({view.method}, {report.total} allocated)", "stratum", *report.arms, "imbalance")
     for stratum, counts in report.by_stratum.items():
         table.add_row(stratum, *(str(counts[arm]) for arm in report.arms), f"{float(report.imbalance_by_stratum[stratum]):g}")
     table.add_row("overall", *(str(report.overall[arm]) for arm in report.arms), f"{float(report.overall_imbalance):g}")
-    _console().print(table)
+    make_console().print(table)
     for factor, levels in view.margins.items():
-        margins = _table(f"Factor {factor}", "level", *report.arms)
+        margins = make_table(f"Factor {factor}", "level", *report.arms)
         for level, counts in sorted(levels.items()):
             margins.add_row(level, *(str(counts.get(arm, 0)) for arm in report.arms))
-        _console().print(margins)
+        make_console().print(margins)
 
 
 @handles_errors
@@ -443,8 +405,8 @@ def randomization_export(
 
     if out.exists() and not force:
         raise InvalidInput(f"{out} exists; choose another file or add --force", field="out", value=str(out))
-    with _database(db) as (_, database):
-        export = randomization_audit.export_list(_uow(database), _actor(database, as_user), strata=stratum, n=n,
+    with command_context(db, as_user) as cli:
+        export = randomization_audit.export_list(cli.uow(), cli.actor, strata=stratum, n=n,
                                                  reason=reason)
     payload = json.dumps(export.to_dict(), indent=2, ensure_ascii=False) + "\n"
     try:
@@ -464,8 +426,8 @@ def randomization_verify(db: DbOption = None, as_user: AsOption = None) -> None:
     and every minimization decision. Exit 0 when all agree, 1 naming each problem."""
     from cmvtrial.services import randomization_audit
 
-    with _database(db) as (_, database):
-        check = randomization_audit.verify_randomization(_uow(database), _actor(database, as_user))
+    with command_context(db, as_user) as cli:
+        check = randomization_audit.verify_randomization(cli.uow(), cli.actor)
     if not check.scheme_exists:
         typer.echo("No randomization scheme yet: nothing to verify.")
         return
