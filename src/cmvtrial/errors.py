@@ -21,6 +21,11 @@ The hierarchy::
     │   ├── OutsideVisitWindow
     │   ├── DrugNotInArm        a dose of a drug the subject's arm does not receive
     │   ├── OutsideTreatmentPeriod  a dose before treatment starts or after it ended
+    │   ├── NotRandomized       ending the study of a subject who was never randomized
+    │   ├── StudyEnded          ending the study of a subject whose study has already ended
+    │   ├── AfterWithdrawal     data dated after the day a subject left, or a withdrawal dated
+    │   │                       before data already recorded
+    │   ├── FinalVisitNotDone   completing a subject before the final protocol visit is done
     │   ├── SecretKeyRequired   a sealed secret is needed but CMVTRIAL_SECRET_KEY is missing or the
     │   │                       published development key outside local use
     │   ├── SecretKeyMismatch   a secret was sealed under another CMVTRIAL_SECRET_KEY
@@ -168,6 +173,34 @@ class OutsideTreatmentPeriod(Refused):
     """A dose dated before the regimen starts or after end of treatment (CMV negativity)."""
 
     code = "outside_treatment_period"
+
+
+class NotRandomized(Refused):
+    """Withdrawing or completing a subject who was never randomized: before randomization a
+    candidate leaves as a screen failure (services/screening.py), not by withdrawal."""
+
+    code = "not_randomized"
+
+
+class StudyEnded(Refused):
+    """Withdrawing or completing a subject who already withdrew, was lost to follow-up, died or
+    completed the trial: a subject's study ends once (a second submit changes nothing)."""
+
+    code = "study_ended"
+
+
+class AfterWithdrawal(Refused):
+    """A visit, visit data or a dose dated after the day the subject left the trial, or a withdrawal
+    dated before data already recorded for the subject (core/disposition.py)."""
+
+    code = "after_withdrawal"
+
+
+class FinalVisitNotDone(Refused):
+    """Completing a subject whose final protocol visit (the follow-up after the end of treatment) is
+    not done yet."""
+
+    code = "final_visit_not_done"
 
 
 class SecretKeyRequired(Refused):

@@ -23,8 +23,9 @@ Status of a visit on ``today`` (:class:`VisitStatus`):
   a weekly visit that did not happen cannot be done any more once the next one is due;
 - ``overdue`` — its window has closed with nothing recorded, and it can still be caught up;
 - ``due`` — its window is open today; ``scheduled`` — its window opens later;
-- ``cancelled`` — a treatment visit after end of treatment; ``pending`` — anchored to an end of
-  treatment that has not happened yet.
+- ``cancelled`` — a treatment visit after end of treatment, or any visit not done that falls after
+  the day the subject left the trial (``left_on``, a withdrawal: core/disposition.py);
+  ``pending`` — anchored to an end of treatment that has not happened yet.
 
 :func:`end_of_treatment_date` applies the protocol's negativity rule (how many consecutive results
 below the limit, how far apart) to a subject's CMV-DNA results; :func:`site_worklist` lists what a
@@ -34,7 +35,7 @@ site has due this week, overdue and missed from plain inputs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -190,12 +191,16 @@ def visit_calendar(
     screened_on: date | None = None,
     records: Mapping[VisitKey, VisitRecord] | None = None,
     through: date | None = None,
+    left_on: date | None = None,
 ) -> Calendar:
     """The calendar of one subject (see the module docstring).
 
     While treatment goes on, repeating visits are listed up to the first one whose window opens
     after ``today`` (or after ``through``, to plan further ahead). ``records`` holds what the site
-    recorded per (visit code, occurrence); a key the plan does not know is InvalidInput.
+    recorded per (visit code, occurrence); a key the plan does not know is InvalidInput. A subject
+    who left the trial on ``left_on`` has nothing planned after that day: repeating visits are
+    listed up to it, and every visit not done or missed whose target date is later (or that has no
+    date yet) is cancelled.
     """
     for name, value in (("randomized_on", randomized_on), ("today", today)):
         _require_date(value, name)
@@ -215,6 +220,9 @@ def visit_calendar(
                                f"{randomized_on.isoformat()}", field="end_of_treatment")
     anchors = {"randomization": randomized_on, "screening": screened_on, "end_of_treatment": end_of_treatment}
     horizon = max(today, through) if through is not None else today
+    if left_on is not None:
+        _require_date(left_on, "left_on")
+        horizon = min(horizon, left_on)
     visits: list[tuple[int, ScheduledVisit]] = []
     for order, visit in enumerate(protocol.visits):
         anchor = anchors[visit.anchor]
@@ -225,8 +233,20 @@ def visit_calendar(
         else:
             visits.extend((order, occurrence) for occurrence in
                           _occurrences(visit, anchor, end_of_treatment, records, today, horizon))
+    if left_on is not None:
+        visits = [(order, _after_leaving(visit, left_on, records.get(visit.key))) for order, visit in visits]
     visits.sort(key=lambda pair: (pair[1].target_date or date.max, pair[0], pair[1].index))
     return Calendar(protocol.id, randomized_on, end_of_treatment, today, tuple(v for _, v in visits))
+
+
+def _after_leaving(visit: ScheduledVisit, left_on: date, record: VisitRecord | None) -> ScheduledVisit:
+    """``visit`` as it stands for a subject who left the trial on ``left_on``: what was done or
+    recorded as missed stays; a visit that could only have happened later is cancelled."""
+    if visit.status in (VisitStatus.DONE, VisitStatus.CANCELLED) or (record is not None and record.missed):
+        return visit
+    if visit.target_date is None or visit.target_date > left_on:
+        return replace(visit, status=VisitStatus.CANCELLED)
+    return visit
 
 
 def _require_date(value: object, name: str) -> None:

@@ -8,7 +8,9 @@ adapter (analysis/from_simulation.py) builds from a virtual trial, field for fie
 - **subjects**: every subject allocated on or before the cut-off, by subject number: site, arm
   randomized (the allocation) and received (the arm whose drugs the given doses match), strata
   (the allocation's levels), screening, consent, randomization, first and last dose and end of
-  treatment dates, status at the cut-off, and baseline characteristics from the stored screening
+  treatment dates, status at the cut-off (withdrawn, lost to follow-up, died or completed once the
+  end of study recorded by services/end_of_study.py is on or before it, with the withdrawal's date
+  and reason), and baseline characteristics from the stored screening
   record through the protocol's own derived values (found by method, as the simulator's adapter
   does: age, Cockcroft-Gault clearance, prednisone equivalent per kg, CMV-DNA in copies/mL);
 - **screening outcomes** of every candidate screened by the cut-off (CONSORT): randomized, not
@@ -41,6 +43,7 @@ from cmvtrial.analysis.trial_data import (
     SubjectRecord,
     TrialData,
 )
+from cmvtrial.core.disposition import ENDED, LEFT_EARLY, exit_reason
 from cmvtrial.core.eligibility import expression_values
 from cmvtrial.core.schedule import DETECTED_BELOW_LLOQ, NOT_DETECTED
 from cmvtrial.core.screening_items import record_data
@@ -139,6 +142,8 @@ class _Snapshot:
             doses = given.get(subject.id, [])
             eot = subject.end_of_treatment_date if subject.end_of_treatment_date and \
                 subject.end_of_treatment_date <= self.cutoff else None
+            status = _status(subject, eot, bool(doses), self.cutoff)
+            left = status in LEFT_EARLY
             data = self.screening_data[subject.id]
             records.append(SubjectRecord(
                 subject_id=self.labels[subject.id], site=self.sites.get(subject.site_id, "?"),
@@ -149,7 +154,8 @@ class _Snapshot:
                 first_dose_date=min((row.administered_on for row in doses), default=None),
                 last_dose_date=max((row.administered_on for row in doses), default=None),
                 end_of_treatment_date=eot, end_of_treatment_reason=subject.end_of_treatment_reason if eot else None,
-                status=_status(subject, eot, bool(doses)),
+                status=status, withdrawal_date=subject.end_of_study_date if left else None,
+                withdrawal_reason=_withdrawal_reason(subject) if left else None,
                 eligible={"eligible": True, "not_eligible": False}.get(subject.eligibility or ""),
                 sex=_text(data.get("sex")), diagnosis=_text(data.get("diagnosis")),
                 weight_kg=_number(data.get("weight_kg")), **self._baseline(data),
@@ -298,13 +304,22 @@ def _levels(details: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in levels.items()} if isinstance(levels, Mapping) else {}
 
 
-def _status(subject: Subject, eot: date | None, dosed: bool) -> str:
-    """The subject's status at the cut-off, in the snapshot's vocabulary."""
-    if subject.status in ("withdrawn", "completed"):
+def _status(subject: Subject, eot: date | None, dosed: bool, cutoff: date) -> str:
+    """The subject's status at the cut-off, in the snapshot's vocabulary: an end of study counts from
+    its date on; before it, the subject was still in the trial."""
+    if subject.status in ENDED and subject.end_of_study_date is not None and subject.end_of_study_date <= cutoff:
         return subject.status
     if eot is not None:
         return "in_follow_up"
     return "on_treatment" if dosed else "randomized"
+
+
+def _withdrawal_reason(subject: Subject) -> str:
+    """``withdrew consent``, ``other: moved abroad`` (ADSL DCSREAS, as the simulator's adapter words it)."""
+    reason = exit_reason(subject.end_of_study_reason)
+    label = reason.label if reason is not None else subject.status.replace("_", " ")
+    return f"{label}: {subject.end_of_study_details}" if reason is not None and reason.needs_details and \
+        subject.end_of_study_details else label
 
 
 def _number(value: object) -> float | None:

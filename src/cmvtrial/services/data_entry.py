@@ -308,9 +308,10 @@ def enter_visit_data(
         if on_date < ctx.randomized_on:
             raise InvalidInput(f"the visit date {on_date.isoformat()} is before randomization "
                                f"({ctx.randomized_on.isoformat()})", field="date", value=on_date.isoformat())
+        visits.refuse_after_leaving(ctx, on_date, visits.visit_label(*key))
         calendar = visits.calendar_of(ctx, events, today=today, through=on_date)
         scheduled = visits.scheduled_visit(ctx, calendar, key)
-        visits.refuse_unavailable(ctx, scheduled)
+        visits.refuse_unavailable(ctx, scheduled, on_date)
         if event is not None and event.status == "missed":
             raise InvalidInput(f"{scheduled.label} is recorded as missed; record its date first (`cmvtrial visits "
                                "record`, with a reason)", field="visit", value=scheduled.label)

@@ -5,7 +5,8 @@ the reason for a hold or a change, and — when the dose was calculated here —
 from. The rules are the core's (``core.dosing.check_administration``), applied to the subject's
 *stored* facts: their arm (a drug the arm does not receive is refused, ``DrugNotInArm``), their
 randomization date and their end of treatment (a dose after the first negative CMV-DNA is refused,
-``OutsideTreatmentPeriod``). Soft departures — an IL-2 dose on an off day, a dose that differs from
+``OutsideTreatmentPeriod``), and the day they left the trial (a dose after a withdrawal is refused,
+``AfterWithdrawal``; services/end_of_study.py). Soft departures — an IL-2 dose on an off day, a dose that differs from
 the calculated one — are recorded with their findings.
 
 When the record gives the dosing inputs (``"basis": {"weight_kg": ..., "crcl_ml_min": ...}``), the
@@ -205,6 +206,7 @@ def record_administration(
     with uow:
         subject = visits.subject_in_scope(uow, actor, "dose.record", subject_id, lock=True)
         ctx = visits.treatment_context(uow, subject)
+        visits.refuse_after_leaving(ctx, entry.on_date, f"a dose of {entry.drug}")
         planned = _planned(uow, ctx, entry)
         checked = check_administration(
             ctx.protocol, arm_id=ctx.arm_id, drug=entry.drug, status=entry.status, on_date=entry.on_date,

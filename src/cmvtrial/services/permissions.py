@@ -70,6 +70,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "query.answer": SITE_STAFF,
     "query.close": frozenset({MONITOR, DATA_MANAGER}),
     "form.sign": frozenset({INVESTIGATOR}),
+    # a subject's end of study (withdrawal, completion) is the investigator's record: ICH E6 asks the
+    # investigator to ascertain why a subject withdraws; it becomes the CDISC DS disposition event
+    "subject.withdraw": frozenset({INVESTIGATOR}),
+    "subject.complete": frozenset({INVESTIGATOR}),
     # analysis and export (step 8)
     "data.export": frozenset({DATA_MANAGER, STATISTICIAN}),
     "analysis.run": frozenset({STATISTICIAN, DATA_MANAGER}),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from cmvtrial.core.disposition import ENDED, LEFT_EARLY, exit_reason
 from cmvtrial.core.schedule import (
     Calendar,
     ScheduledVisit,
@@ -44,7 +45,7 @@ from cmvtrial.core.schedule import (
 )
 from cmvtrial.core.schedule import SubjectVisits as CoreSubjectVisits
 from cmvtrial.core.schedule import visit_calendar as core_calendar
-from cmvtrial.errors import InvalidInput, NotFound, Refused
+from cmvtrial.errors import AfterWithdrawal, InvalidInput, NotFound, Refused
 from cmvtrial.services import permissions
 from cmvtrial.services.audit import snapshot
 from cmvtrial.services.permissions import Actor
@@ -55,8 +56,8 @@ from cmvtrial.store.tables import Allocation, FormInstance, Site, StudyEvent, Su
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.protocol import Protocol
 
-#: Subjects whose visits no longer appear on a site's worklist.
-INACTIVE_STATUSES = ("withdrawn", "completed")
+#: Subjects whose visits no longer appear on a site's worklist: their study has ended.
+INACTIVE_STATUSES = ENDED
 #: Statuses that mean treatment goes on; a new end of treatment moves them to ``in_follow_up``.
 TREATMENT_STATUSES = ("randomized", "on_treatment")
 
@@ -211,7 +212,23 @@ def calendar_of(
     eot = ctx.subject.end_of_treatment_date if end_of_treatment is ... else end_of_treatment
     return core_calendar(ctx.protocol, randomized_on=ctx.randomized_on, today=today, end_of_treatment=eot,
                          screened_on=_screened_on(ctx.protocol, events), records=visit_records(ctx.protocol, events),
-                         through=through)
+                         through=through, left_on=left_on(ctx.subject))
+
+
+def left_on(subject: Subject) -> date | None:
+    """The day the subject left the trial early (withdrawn, lost to follow-up, died), else None."""
+    return subject.end_of_study_date if subject.status in LEFT_EARLY else None
+
+
+def refuse_after_leaving(ctx: TreatmentContext, on_date: date, what: str) -> None:
+    """Refuse ``what`` dated after the day the subject left the trial (services/end_of_study.py);
+    data of that day itself, or earlier data entered late, are accepted."""
+    left = left_on(ctx.subject)
+    if left is not None and on_date > left:
+        reason = exit_reason(ctx.subject.end_of_study_reason)
+        why = f" ({reason.label})" if reason is not None else ""
+        raise AfterWithdrawal(f"{what} on {on_date.isoformat()} is after subject {ctx.label} left the trial on "
+                              f"{left.isoformat()}{why}", field="date", value=on_date.isoformat())
 
 
 def require_date(value: object, name: str) -> date:
@@ -319,7 +336,7 @@ def sync_end_of_treatment(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, 
         event = events.get(visit.key)
         anchored_to_eot = visit.anchor == "end_of_treatment"
         if event is None:
-            if anchored_to_eot and visit.target_date is not None:
+            if anchored_to_eot and visit.target_date is not None and visit.status != VisitStatus.CANCELLED:
                 ensure_event(uow, actor, ctx, events, visit, reason=why)
                 scheduled.append(visit.label)
             continue
@@ -402,10 +419,12 @@ def record_visit(
         subject = subject_in_scope(uow, actor, "visit.record", subject_id, lock=True)
         ctx = treatment_context(uow, subject)
         key = parse_visit_label(ctx.protocol, visit)
+        if on_date is not None:
+            refuse_after_leaving(ctx, on_date, visit_label(*key))
         events = stored_events(uow, subject.id)
         calendar = calendar_of(ctx, events, today=today, through=on_date)
         scheduled = scheduled_visit(ctx, calendar, key)
-        refuse_unavailable(ctx, scheduled)
+        refuse_unavailable(ctx, scheduled, on_date)
         if on_date is not None and on_date < ctx.randomized_on and scheduled.anchor != "screening":
             raise InvalidInput(f"{scheduled.label} cannot be before randomization ({ctx.randomized_on.isoformat()})",
                                field="date", value=on_date.isoformat())
@@ -433,8 +452,15 @@ def record_visit(
     return view
 
 
-def refuse_unavailable(ctx: TreatmentContext, visit: ScheduledVisit) -> None:
-    """Refuse work on a visit that will not happen or has no date yet."""
+def refuse_unavailable(ctx: TreatmentContext, visit: ScheduledVisit, on_date: date | None = None) -> None:
+    """Refuse work on a visit that will not happen or has no date yet, or (given ``on_date``) that
+    would be dated after the subject left the trial."""
+    left = left_on(ctx.subject)
+    if left is not None and visit.status == VisitStatus.CANCELLED:
+        raise AfterWithdrawal(f"{visit.label} was cancelled: subject {ctx.label} left the trial on {left.isoformat()}",
+                              field="visit", value=visit.label)
+    if on_date is not None:
+        refuse_after_leaving(ctx, on_date, visit.label)
     if visit.status == VisitStatus.CANCELLED:
         raise Refused(f"{visit.label} was cancelled: treatment of subject {ctx.label} ended on "
                       f"{ctx.subject.end_of_treatment_date}", field="visit", value=visit.label)

@@ -151,8 +151,12 @@ class Trial(Base):
 class Subject(Base):
     """A candidate from screening on; keeps the protocol version it was enrolled under (an amendment
     is a new version, DESIGN.md §2). status: screening | screen_failed | eligible | randomized |
-    on_treatment | in_follow_up | completed | withdrawn. ``end_of_treatment_date`` is the date of the
-    CMV-DNA result that met the protocol's stop rule (services/data_entry.py), with why."""
+    on_treatment | in_follow_up | completed | withdrawn | lost_to_follow_up | died.
+    ``end_of_treatment_date`` is the date of the CMV-DNA result that met the protocol's stop rule
+    (services/data_entry.py), with why. ``end_of_study_date`` is the day the subject left the trial
+    (a withdrawal) or completed it (the final visit), ``end_of_study_reason`` the core/disposition.py
+    code (``completed``, ``withdrew_consent``, …) and ``end_of_study_details`` the words that go with
+    it (services/end_of_study.py)."""
 
     __tablename__ = "subjects"
     __audit_entity__ = "subject"
@@ -172,6 +176,9 @@ class Subject(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_of_study_date: Mapped[date | None] = mapped_column(Date)
+    end_of_study_reason: Mapped[str | None] = mapped_column(String(32))
+    end_of_study_details: Mapped[str | None] = mapped_column(Text)
 
 
 class StudyEvent(Base):
