@@ -15,23 +15,25 @@ Pure translation: no rule about eligibility lives here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmvtrial.adapters.web.form_answers import (
+    UNIT_SUFFIX,
+    Choice,
+    first_answer,
+    item_choices,
+    item_units,
+    parse_value,
+    plain_number,
+    shown,
+)
 from cmvtrial.adapters.web.rendering import display_unit
 from cmvtrial.core.protocol import Item, Protocol
 
 NONE_OF_THESE = "__none__"
 GROUP_NONE, GROUP_GIVEN = "none", "given"
-UNIT_SUFFIX = "__unit"
-
-
-@dataclass(frozen=True)
-class Choice:
-    code: str
-    label: str
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,6 @@ def field_paths(fields: Sequence[FormField]) -> set[str]:
 
 def _field(item: Item, prefix: str, codelists: Mapping[str, Any], *, top: bool) -> FormField:
     path = prefix + item.id
-    choices: tuple[Choice, ...] = ()
-    if item.codelist is not None and item.codelist in codelists:
-        choices = tuple(Choice(entry.code, entry.label) for entry in codelists[item.codelist].items)
-    units: tuple[Choice, ...] = ()
-    if item.type == "quantity" and item.unit is not None:
-        accepted = [item.unit] + ([alt.unit for alt in item.alternative_units] if top else [])
-        units = tuple(Choice(code, display_unit(code)) for code in accepted)
     children = tuple(_field(child, path + ".", codelists, top=False) for child in item.items)
     return FormField(
         path=path,
@@ -96,8 +91,8 @@ def _field(item: Item, prefix: str, codelists: Mapping[str, Any], *, top: bool) 
         kind=item.type,
         required=item.required,
         unit=item.unit,
-        units=units,
-        choices=choices,
+        units=item_units(item, alternatives=top),  # a group member is entered in its own unit
+        choices=item_choices(item, codelists),
         hint=_hint(item),
         children=children,
         description=item.description or "",
@@ -110,15 +105,10 @@ def _hint(item: Item) -> str:
         return ""
     unit = f" {display_unit(item.unit)}" if item.unit else ""
     if soft.min is not None and soft.max is not None:
-        return f"usually {_plain_number(soft.min)}–{_plain_number(soft.max)}{unit}"
+        return f"usually {plain_number(soft.min)}–{plain_number(soft.max)}{unit}"
     if soft.min is not None:
-        return f"usually at least {_plain_number(soft.min)}{unit}"
-    return f"usually at most {_plain_number(soft.max)}{unit}"
-
-
-def _plain_number(value: float | None) -> str:
-    """10000000 rather than 1e+07: people read limits, not floats."""
-    return f"{value:,.10g}" if value is not None else ""
+        return f"usually at least {plain_number(soft.min)}{unit}"
+    return f"usually at most {plain_number(soft.max)}{unit}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,11 +121,6 @@ def parse_answers(fields: Sequence[FormField], form: Any) -> ParsedForm:
     for one in fields:
         _take(one, form, parsed)
     return parsed
-
-
-def _first(form: Any, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def _take(one: FormField, form: Any, parsed: ParsedForm) -> None:
@@ -152,29 +137,29 @@ def _take(one: FormField, form: Any, parsed: ParsedForm) -> None:
         elif chosen:
             parsed.record[one.path] = chosen
         return
-    raw = _first(form, one.path)
+    raw = first_answer(form, one.path)
     parsed.values[one.path] = raw
     if one.kind == "quantity" and one.units:
-        parsed.values[one.unit_name] = _first(form, one.unit_name) or one.units[0].code
+        parsed.values[one.unit_name] = first_answer(form, one.unit_name) or one.units[0].code
     if raw == "":
         return
     try:
-        parsed.record[one.path] = _value(one, raw, parsed.values.get(one.unit_name))
+        parsed.record[one.path] = parse_value(one, raw, parsed.values.get(one.unit_name))
     except ValueError as problem:
         parsed.errors[one.path] = str(problem)
 
 
 def _take_group(one: FormField, form: Any, parsed: ParsedForm) -> None:
-    presence = _first(form, one.path)
+    presence = first_answer(form, one.path)
     parsed.values[one.path] = presence
     children: dict[str, Any] = {}
     for child in one.children:
-        raw = _first(form, child.path)
+        raw = first_answer(form, child.path)
         parsed.values[child.path] = raw
         if raw == "":
             continue
         try:
-            children[child.path.rpartition(".")[2]] = _value(child, raw, None)
+            children[child.path.rpartition(".")[2]] = parse_value(child, raw, None)
         except ValueError as problem:
             parsed.errors[child.path] = str(problem)
     if presence == GROUP_NONE:
@@ -184,38 +169,6 @@ def _take_group(one: FormField, form: Any, parsed: ParsedForm) -> None:
             parsed.record[one.path] = None
     elif presence == GROUP_GIVEN or children:
         parsed.record[one.path] = children
-
-
-def _value(one: FormField, raw: str, unit: str | None) -> Any:
-    if one.kind == "quantity":
-        number = _number(raw)
-        if not one.units or unit is None:  # inside a group: a bare number in the item's unit
-            return number
-        if unit not in {choice.code for choice in one.units}:
-            raise ValueError(f"choose one of the units offered ({', '.join(c.label for c in one.units)})")
-        return {"value": number, "unit": unit}
-    if one.kind == "integer":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"'{raw}' is not a whole number") from None
-    if one.kind == "boolean":
-        if raw not in ("yes", "no"):
-            raise ValueError("answer yes or no")
-        return raw == "yes"
-    if one.kind == "code" and one.choices and raw not in {choice.code for choice in one.choices}:
-        raise ValueError("choose one of the options offered")
-    return raw
-
-
-def _number(raw: str) -> float:
-    try:
-        number = float(raw)
-    except ValueError:
-        raise ValueError(f"'{raw}' is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"'{raw}' is not a number")
-    return number
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,20 +191,12 @@ def record_values(fields: Sequence[FormField], record: Mapping[str, Any]) -> dic
             for child in one.children:
                 name = child.path.rpartition(".")[2]
                 if isinstance(value, Mapping) and value.get(name) is not None:
-                    values[child.path] = _shown(value[name])
+                    values[child.path] = shown(value[name])
         elif one.kind == "code_list":
             values[one.path] = list(value) if value else [NONE_OF_THESE]
         elif one.kind == "quantity" and isinstance(value, Mapping):
-            values[one.path] = _shown(value.get("value"))
+            values[one.path] = shown(value.get("value"))
             values[one.unit_name] = str(value.get("unit") or (one.units[0].code if one.units else ""))
         else:
-            values[one.path] = _shown(value)
+            values[one.path] = shown(value)
     return values
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None else str(value)

@@ -13,16 +13,22 @@ same JSON the CLI and the API send, so the three agree. Pure translation: no tri
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmvtrial.adapters.web.form_answers import (
+    UNIT_SUFFIX,
+    Choice,
+    first_answer,
+    item_choices,
+    item_units,
+    parse_value,
+    plain_number,
+    shown,
+)
 from cmvtrial.adapters.web.rendering import display_unit
-from cmvtrial.adapters.web.screening_form import Choice
 from cmvtrial.core.protocol import Item, Protocol
-
-UNIT_SUFFIX = "__unit"
 
 
 @dataclass(frozen=True)
@@ -80,15 +86,10 @@ def flat(fields: Sequence[VisitField]) -> list[VisitField]:
 
 def _field(form_id: str, item: Item, prefix: str, codelists: Mapping[str, Any]) -> VisitField:
     path = prefix + item.id
-    choices: tuple[Choice, ...] = ()
-    if item.codelist is not None and item.codelist in codelists:
-        choices = tuple(Choice(entry.code, entry.label) for entry in codelists[item.codelist].items)
-    units: tuple[Choice, ...] = ()
-    if item.type == "quantity" and item.unit is not None:
-        units = tuple(Choice(code, display_unit(code)) for code in [item.unit, *(a.unit for a in item.alternative_units)])
     return VisitField(
         form_id=form_id, path=path, label=item.display_label, kind=item.type, required=item.required,
-        unit=item.unit, units=units, choices=choices, hint=limits_hint(item), computed=item.computed is not None,
+        unit=item.unit, units=item_units(item), choices=item_choices(item, codelists), hint=limits_hint(item),
+        computed=item.computed is not None,
         children=tuple(_field(form_id, child, path + ".", codelists) for child in item.items),
     )
 
@@ -101,18 +102,14 @@ def limits_hint(item: Item) -> str:
         if limits is None or (limits.min is None and limits.max is None):
             continue
         if limits.min is not None and limits.max is not None:
-            parts.append(f"{word} {_number(limits.min)}–{_number(limits.max)}{unit}")
+            parts.append(f"{word} {plain_number(limits.min)}–{plain_number(limits.max)}{unit}")
         elif limits.min is not None:
-            parts.append(f"{word} ≥ {_number(limits.min)}{unit}")
+            parts.append(f"{word} ≥ {plain_number(limits.min)}{unit}")
         else:
-            parts.append(f"{word} ≤ {_number(limits.max)}{unit}")
+            parts.append(f"{word} ≤ {plain_number(limits.max)}{unit}")
     if item.computed is not None:
         parts.append("computed when every descriptor is answered")
     return " · ".join(parts)
-
-
-def _number(value: float | None) -> str:
-    return f"{value:,.10g}" if value is not None else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,21 +126,13 @@ def stored_answers(fields: Sequence[VisitField], stored: Mapping[str, Any]) -> d
         if isinstance(value, Mapping) and "missing_reason" in value:
             continue
         if one.kind == "quantity" and isinstance(value, Mapping):
-            values[one.path] = _shown(value.get("value"))
+            values[one.path] = shown(value.get("value"))
             values[one.unit_name] = str(value.get("unit") or one.unit or "")
         elif one.kind == "code_list":
             values[one.path] = list(value) if isinstance(value, (list, tuple)) else []
         else:
-            values[one.path] = _shown(value)
+            values[one.path] = shown(value)
     return values
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None else str(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,54 +156,19 @@ def parse_visit_form(fields: Sequence[VisitField], form: Any, stored: Mapping[st
             elif one.path in stored:
                 target[key] = None
             continue
-        raw = _first(form, one.path)
+        raw = first_answer(form, one.path)
         parsed.values[one.path] = raw
         if one.kind == "quantity" and one.units:
-            parsed.values[one.unit_name] = _first(form, one.unit_name) or one.units[0].code
+            parsed.values[one.unit_name] = first_answer(form, one.unit_name) or one.units[0].code
         if raw == "":
             if one.path in stored:
                 target[key] = None
             continue
         try:
-            target[key] = _value(one, raw, parsed.values.get(one.unit_name))
+            target[key] = parse_value(one, raw, parsed.values.get(one.unit_name), whole_numbers=True)
         except ValueError as problem:
             parsed.errors[one.path] = str(problem)
     for head, members in groups.items():
         if members:
             parsed.submission[head] = members
     return parsed
-
-
-def _first(form: Any, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _value(one: VisitField, raw: str, unit: str | None) -> Any:
-    if one.kind == "quantity":
-        number = _parse_number(raw)
-        if unit not in {choice.code for choice in one.units}:
-            raise ValueError(f"choose one of the units offered ({', '.join(c.label for c in one.units)})")
-        return {"value": number, "unit": unit}
-    if one.kind == "integer":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"'{raw}' is not a whole number") from None
-    if one.kind == "boolean":
-        if raw not in ("yes", "no"):
-            raise ValueError("answer yes or no")
-        return raw == "yes"
-    if one.kind == "code" and one.choices and raw not in {choice.code for choice in one.choices}:
-        raise ValueError("choose one of the options offered")
-    return raw
-
-
-def _parse_number(raw: str) -> float | int:
-    try:
-        number = float(raw)
-    except ValueError:
-        raise ValueError(f"'{raw}' is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"'{raw}' is not a number")
-    return int(number) if number.is_integer() and "." not in raw and "e" not in raw.lower() else number

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
@@ -41,27 +41,14 @@ def add_site(request: Request, actor: PageActor, form: CheckedForm, context: Con
             context.uow(), actor, values["code"], values["name"], reason=values["reason"] or None
         )
     except (InvalidInput, Refused) as error:
-        return _sites(
-            request, actor, context, values=values, errors=field_errors(error, SITE_FIELDS),
-            status=family_of(error)[0],
-        )
+        return _sites(request, actor, context, **_refused(error, values, SITE_FIELDS))
     return RedirectResponse(f"/sites?added={site.code}", status_code=303)
 
 
-def _sites(
-    request: Request,
-    actor: Actor,
-    context: ContextDep,
-    *,
-    values: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-    notice: str = "",
-    status: int = 200,
-) -> Response:
+def _sites(request: Request, actor: Actor, context: ContextDep, **form: Any) -> Response:
     sites = trial_setup.list_sites(context.uow(), actor)
-    return render(
-        request, "sites.html", actor=actor, title="Sites", status=status, sites=sites,
-        can_add=permissions.allowed(actor, "site.add"), values=values or {}, errors=errors or {}, notice=notice,
+    return _list_page(
+        request, actor, "sites.html", "Sites", sites=sites, can_add=permissions.allowed(actor, "site.add"), **form
     )
 
 
@@ -87,27 +74,42 @@ def add_user(request: Request, actor: PageActor, form: CheckedForm, context: Con
             reason=values["reason"] or None,
         )
     except (InvalidInput, Refused, NotFound) as error:
-        return _users(
-            request, actor, context, values=values, errors=field_errors(error, USER_FIELDS),
-            status=family_of(error)[0],
-        )
+        return _users(request, actor, context, **_refused(error, values, USER_FIELDS))
     return RedirectResponse(f"/users?added={user.username}", status_code=303)
 
 
-def _users(
+def _users(request: Request, actor: Actor, context: ContextDep, **form: Any) -> Response:
+    users = accounts.list_users(context.uow(), actor)
+    can_add = permissions.allowed(actor, "user.add")
+    sites = trial_setup.list_sites(context.uow(), actor) if can_add else []
+    return _list_page(
+        request, actor, "users.html", "Users", users=users, can_add=can_add, roles=ROLES, sites=sites, **form
+    )
+
+
+# --- shared by both ------------------------------------------------------------------------
+
+
+def _list_page(
     request: Request,
     actor: Actor,
-    context: ContextDep,
+    template: str,
+    title: str,
     *,
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     notice: str = "",
     status: int = 200,
+    **page: Any,
 ) -> Response:
-    users = accounts.list_users(context.uow(), actor)
-    can_add = permissions.allowed(actor, "user.add")
-    sites = trial_setup.list_sites(context.uow(), actor) if can_add else []
+    """A list with its add form: as first shown, with the notice of an add, or with the refused
+    form's values and the errors beside their fields."""
     return render(
-        request, "users.html", actor=actor, title="Users", status=status, users=users, can_add=can_add,
-        roles=ROLES, sites=sites, values=values or {}, errors=errors or {}, notice=notice,
+        request, template, actor=actor, title=title, status=status, values=values or {}, errors=errors or {},
+        notice=notice, **page,
     )
+
+
+def _refused(error: InvalidInput | Refused | NotFound, values: dict[str, str], fields: set[str]) -> dict[str, Any]:
+    """The form shown again after a refusal: what was typed, the errors by field, the family's status."""
+    return {"values": values, "errors": field_errors(error, fields), "status": family_of(error)[0]}
