@@ -92,6 +92,11 @@ class ExportSubject:
     #: The analysis snapshot's name for the subject (subject number, else ``SITE:screening number``),
     #: so ADaM rows can be joined to SDTM; never written into an export.
     label: str = ""
+    #: The end of study (services/end_of_study.py): the day the subject left or completed, the
+    #: core/disposition.py reason code and the words that go with it.
+    end_of_study_date: date | None = None
+    end_of_study_reason: str | None = None
+    end_of_study_details: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +354,8 @@ class _Reader:
                 status_changed_on=subject.updated_at.date() if subject.updated_at else None,
                 registered_on=subject.created_at.date(),
                 label=subject.subject_number or f"{site}:{subject.screening_number}",
+                end_of_study_date=subject.end_of_study_date, end_of_study_reason=subject.end_of_study_reason,
+                end_of_study_details=subject.end_of_study_details,
             ))
         return tuple(found)
 

@@ -7,8 +7,9 @@ ResearchStudy and ResearchSubject; standards.md §4.3) before it is returned:
 - **Patient**: the pseudonym only (identifier and id), and the administrative gender; no name, no
   date of birth (pseudonymized export, services/export_data.py).
 - **ResearchStudy** (the protocol: title, registry identifiers, condition, arms) and
-  **ResearchSubject** (status from the subject's status, assigned and actual arm, period from
-  consent).
+  **ResearchSubject** (status from the subject's status — ``withdrawn`` for a withdrawal,
+  ``off-study`` once completed, lost to follow-up or dead —, assigned and actual arm, period from
+  consent to the end of study).
 - **Observation** per stored numeric value of an item with a LOINC code or an SDTM test code: LOINC
   coding (else a cmvtrial item code), the value in the item's unit as UCUM (standards.md §4.1),
   the effective date of the sample, the paired ULN as reference range; a CMV-DNA result below the
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ITEM_SYSTEM = "urn:cmvtrial:item"
 _STATUS = {"screening": "screening", "screen_failed": "ineligible", "eligible": "eligible", "randomized": "on-study",
            "on_treatment": "on-study-intervention", "in_follow_up": "follow-up", "completed": "off-study",
-           "withdrawn": "withdrawn"}
+           "withdrawn": "withdrawn", "lost_to_follow_up": "off-study", "died": "off-study"}
 _GENDER = {"F": "female", "M": "male"}
 _NAMESPACE = uuid.UUID("6f0f7c55-6e0b-4c1e-9d0a-2f6d1c3b8a10")
 
@@ -115,6 +116,8 @@ def export_subject_bundle(data: ExportData, subject_key: int) -> dict[str, Any]:
         research_subject["actualArm"] = subject.arm_received
     if subject.consent_date:
         research_subject["period"] = {"start": subject.consent_date.isoformat()}
+        if subject.end_of_study_date:
+            research_subject["period"]["end"] = subject.end_of_study_date.isoformat()
     bundle.add(research_subject)
     _observations(bundle, subject, patient_ref)
     _administrations(bundle, subject, patient_ref)

@@ -10,7 +10,9 @@ protocol exports without code changes:
   items annotated ``domain: DM``; AGE from the protocol's ``age_in_years`` derived value at
   screening. BRTHDTC is never exported (pseudonymized data, see services/export_data.py).
 - **DS**: consent and randomization (protocol milestones), screen failure, end of treatment and
-  end of study (disposition events).
+  end of study (disposition events): completion, or the withdrawal's reason as its CDISC term
+  (core/disposition.py: WITHDRAWAL BY SUBJECT, LOST TO FOLLOW-UP, DEATH, ...) on its date. A
+  subject who died has DTHFL/DTHDTC in DM, from a fatal adverse event or the withdrawal for death.
 - **SV**: every visit done (SVOCCUR Y) or missed (N); planned and cancelled visits are not visits.
 - **EX**: every dose given (held and missed doses are not exposure; they are in ODM and FHIR).
 - **AE**: CTCAE term and grade (AETOXGR, the number only: standards.md §3.1), seriousness flags,
@@ -44,6 +46,7 @@ from cmvtrial.adapters.interop.terminology import DOSE_FORMS, MULTIPLE, ROUTES, 
 from cmvtrial.core import units
 from cmvtrial.core.adverse_events import SeriousnessCriterion
 from cmvtrial.core.derived_values import age_in_years
+from cmvtrial.core.disposition import COMPLETED, COMPLETION, ENDED, exit_reason
 from cmvtrial.core.schedule import DETECTED_BELOW_LLOQ, NOT_DETECTED
 from cmvtrial.errors import CmvtrialError
 
@@ -155,9 +158,13 @@ class _Builder:
             given = self.given(subject)
             first = min((d.administered_on for d in given), default=None)
             last = max((d.administered_on for d in given), default=None)
-            ended = subject.end_of_treatment_date is not None or subject.status in ("completed", "withdrawn")
+            ended = subject.end_of_treatment_date is not None or subject.status in ENDED
             fatal = [ae for ae in self.data.adverse_events_of(subject.key) if ae.outcome == "FATAL"]
-            death = min((ae.resolution_date or ae.onset_date for ae in fatal), default=None)
+            deaths = [ae.resolution_date or ae.onset_date for ae in fatal]
+            if subject.status == "died":
+                deaths.append(subject.end_of_study_date)
+            death = min((day for day in deaths if day is not None), default=None)
+            died = bool(fatal) or subject.status == "died"
             arm = arms.get(subject.arm or "")
             actual = arms.get(subject.arm_received or "")
             if arm is None:
@@ -170,7 +177,7 @@ class _Builder:
                 **self.ids(subject, "DM"), "SUBJID": subject.subject_id,
                 "RFSTDTC": iso(subject.randomization_date), "RFENDTC": iso(last) if ended else None,
                 "RFXSTDTC": iso(first), "RFXENDTC": iso(last), "RFICDTC": iso(subject.consent_date),
-                "RFPENDTC": iso(self.last_known(subject)), "DTHDTC": iso(death), "DTHFL": "Y" if fatal else None,
+                "RFPENDTC": iso(self.last_known(subject)), "DTHDTC": iso(death), "DTHFL": "Y" if died else None,
                 "SITEID": subject.site, "AGE": self.age(screening), "AGEU": "YEARS", "SEX": None, "RACE": None,
                 "ARMCD": design.armcd(arm.id) if arm else None, "ARM": arm.label if arm else None,
                 "ACTARMCD": design.armcd(actual.id) if actual else None, "ACTARM": actual.label if actual else None,
@@ -188,7 +195,7 @@ class _Builder:
 
     def last_known(self, subject: ExportSubject) -> date | None:
         dates: list[date] = [d for d in (subject.consent_date, subject.screening_date, subject.randomization_date,
-                                         subject.end_of_treatment_date) if d is not None]
+                                         subject.end_of_treatment_date, subject.end_of_study_date) if d is not None]
         dates += [v.actual_date for v in self.data.visits_of(subject.key) if v.status == "done" and v.actual_date]
         dates += [d.administered_on for d in self.data.doses_of(subject.key)]
         dates += [v.sample_date for v in self.data.values_of(subject.key) if v.sample_date]
@@ -213,10 +220,8 @@ class _Builder:
                 why = subject.end_of_treatment_reason or "end of treatment"
                 events.append((subject.end_of_treatment_date, f"COMPLETED TREATMENT: {why}"[:200], "COMPLETED",
                                "DISPOSITION EVENT"))
-            if subject.status == "completed":
-                events.append((subject.status_changed_on, "COMPLETED", "COMPLETED", "DISPOSITION EVENT"))
-            elif subject.status == "withdrawn":
-                events.append((subject.status_changed_on, "WITHDRAWN FROM THE TRIAL", "OTHER", "DISPOSITION EVENT"))
+            if subject.status in ENDED:
+                events.append(_end_of_study(subject))
             for on, term, decoded, category in sorted(events, key=lambda e: (e[0] or date.max)):
                 epoch = self.epoch(subject, on)
                 if category == "PROTOCOL MILESTONE" or decoded == "SCREEN FAILURE":
@@ -455,6 +460,18 @@ def _canonical(unit: str | None) -> str | None:
         return units.canonical_unit(unit)
     except CmvtrialError:
         return unit
+
+
+def _end_of_study(subject: ExportSubject) -> tuple[date | None, str, str, str]:
+    """The end-of-study disposition event: DSTERM as reported (the reason and its words), DSDECOD the
+    CDISC term (C66727). A subject ended without a recorded reason (before services/end_of_study.py
+    existed) keeps the date the status changed and the term OTHER."""
+    reason = exit_reason(subject.end_of_study_reason) or (COMPLETION if subject.status == COMPLETED else None)
+    on = subject.end_of_study_date or subject.status_changed_on
+    if reason is None:
+        return on, "WITHDRAWN FROM THE TRIAL", "OTHER", "DISPOSITION EVENT"
+    term = reason.label.upper() + (f": {subject.end_of_study_details}" if subject.end_of_study_details else "")
+    return on, term[:200], reason.dsdecod, "DISPOSITION EVENT"
 
 
 def _failure_text(subject: ExportSubject) -> str:
