@@ -9,120 +9,85 @@ kept in the test's tmp folder (pytest keeps the last runs' folders) as artifacts
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
+from browser_support import chromium, collect_problems, serving
 from web_support import PASSWORD, WebTrial, make_web_trial
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
 def served(tmp_path: Path, now) -> Iterator[tuple[str, WebTrial]]:
     """The app on a real socket on 127.0.0.1 (a free port), in a thread of this process."""
     trial = make_web_trial(tmp_path, now)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(trial.app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", trial
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        trial.database.dispose()
+    with serving(trial) as base:
+        yield base, trial
 
 
 def test_a_coordinator_checks_a_candidates_eligibility_in_the_browser(served, tmp_path):
-    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make test` (it installs it) or apt-get install chromium"
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base, _ = served
     problems: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
+    with chromium() as browser:
+        page = collect_problems(browser.new_page(viewport={"width": 1280, "height": 900}), problems)
 
-            # Sign in with the keyboard only: the user name field has focus, Tab, Enter.
-            page.goto(base + "/eligibility")
-            expect(page).to_have_url(base + "/login?next=%2Feligibility")
-            expect(page.locator("#f-username")).to_be_focused()
-            page.keyboard.type("coord-a")
-            page.keyboard.press("Tab")
-            page.keyboard.type(PASSWORD)
-            page.keyboard.press("Enter")
-            expect(page).to_have_url(base + "/eligibility")
-            expect(page.get_by_role("heading", name="Eligibility check")).to_be_visible()
-            result = page.locator("#eligibility-result")
+        # Sign in with the keyboard only: the user name field has focus, Tab, Enter.
+        page.goto(base + "/eligibility")
+        expect(page).to_have_url(base + "/login?next=%2Feligibility")
+        expect(page.locator("#f-username")).to_be_focused()
+        page.keyboard.type("coord-a")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(base + "/eligibility")
+        expect(page.get_by_role("heading", name="Eligibility check")).to_be_visible()
+        result = page.locator("#eligibility-result")
 
-            # Type a candidate in; the verdict follows without pressing the button.
-            page.get_by_label("Screening date", exact=True).fill("2024-05-20")
-            page.get_by_label("Date of birth", exact=True).fill("1985-09-12")
-            page.get_by_label("Sex", exact=True).select_option("F")
-            page.get_by_label("Body weight", exact=True).fill("58.5")
-            page.get_by_label("Rheumatic disease diagnosis", exact=True).select_option("SLE")
-            page.get_by_label("Plasma CMV-DNA load", exact=True).fill("4200")
-            expect(result).to_contain_text("Undetermined")
-            page.get_by_label("Serum creatinine", exact=True).fill("68")
-            page.get_by_label("Unit of Serum creatinine", exact=True).select_option("umol/L")
-            page.get_by_label("Alanine aminotransferase (ALT)", exact=True).fill("42")
-            page.get_by_label("Aspartate aminotransferase (AST)", exact=True).fill("38")
-            page.get_by_label("ALT upper limit of normal (site laboratory)", exact=True).fill("40")
-            page.get_by_label("AST upper limit of normal (site laboratory)", exact=True).fill("40")
-            page.locator("#f-total-bilirubin").fill("12.5")
-            page.locator("#f-total-bilirubin-uln").fill("21")
-            page.locator('input[name="corticosteroid"][value="given"]').check()
-            page.locator("#f-corticosteroid-drug").select_option("methylprednisolone")
-            page.locator("#f-corticosteroid-daily-dose-mg").fill("32")
-            page.get_by_label("NYHA functional class", exact=True).fill("1")
-            for name in ("other_infections", "severe_comorbidities"):
-                page.locator(f'input[name="{name}"][value="__none__"]').check()
-            for name in ("il2_allergy", "malignancy", "uncontrolled_psychiatric", "pregnant_or_breastfeeding"):
-                page.locator(f'input[name="{name}"][value="no"]').check()
-            expect(result.locator(".verdict")).to_have_text("✓ Eligible")
-            page.screenshot(path=str(tmp_path / "eligible.png"), full_page=True)
+        # Type a candidate in; the verdict follows without pressing the button.
+        page.get_by_label("Screening date", exact=True).fill("2024-05-20")
+        page.get_by_label("Date of birth", exact=True).fill("1985-09-12")
+        page.get_by_label("Sex", exact=True).select_option("F")
+        page.get_by_label("Body weight", exact=True).fill("58.5")
+        page.get_by_label("Rheumatic disease diagnosis", exact=True).select_option("SLE")
+        page.get_by_label("Plasma CMV-DNA load", exact=True).fill("4200")
+        expect(result).to_contain_text("Undetermined")
+        page.get_by_label("Serum creatinine", exact=True).fill("68")
+        page.get_by_label("Unit of Serum creatinine", exact=True).select_option("umol/L")
+        page.get_by_label("Alanine aminotransferase (ALT)", exact=True).fill("42")
+        page.get_by_label("Aspartate aminotransferase (AST)", exact=True).fill("38")
+        page.get_by_label("ALT upper limit of normal (site laboratory)", exact=True).fill("40")
+        page.get_by_label("AST upper limit of normal (site laboratory)", exact=True).fill("40")
+        page.locator("#f-total-bilirubin").fill("12.5")
+        page.locator("#f-total-bilirubin-uln").fill("21")
+        page.locator('input[name="corticosteroid"][value="given"]').check()
+        page.locator("#f-corticosteroid-drug").select_option("methylprednisolone")
+        page.locator("#f-corticosteroid-daily-dose-mg").fill("32")
+        page.get_by_label("NYHA functional class", exact=True).fill("1")
+        for name in ("other_infections", "severe_comorbidities"):
+            page.locator(f'input[name="{name}"][value="__none__"]').check()
+        for name in ("il2_allergy", "malignancy", "uncontrolled_psychiatric", "pregnant_or_breastfeeding"):
+            page.locator(f'input[name="{name}"][value="no"]').check()
+        expect(result.locator(".verdict")).to_have_text("✓ Eligible")
+        page.screenshot(path=str(tmp_path / "eligible.png"), full_page=True)
 
-            # One exclusion, then a value that cannot be read: the message sits next to its field.
-            page.get_by_label("NYHA functional class", exact=True).fill("3")
-            expect(result.locator(".verdict")).to_have_text("✗ Not eligible")
-            page.get_by_label("Body weight", exact=True).fill("heavy")
-            error = page.locator("#f-weight-kg-error")
-            expect(error).to_be_visible()
-            expect(error).to_contain_text("not a number")
-            expect(page.get_by_label("Body weight", exact=True)).to_have_attribute("aria-invalid", "true")
-            page.screenshot(path=str(tmp_path / "field-error.png"), full_page=True)
-            page.get_by_label("Body weight", exact=True).fill("58.5")
-            expect(error).to_be_hidden()
+        # One exclusion, then a value that cannot be read: the message sits next to its field.
+        page.get_by_label("NYHA functional class", exact=True).fill("3")
+        expect(result.locator(".verdict")).to_have_text("✗ Not eligible")
+        page.get_by_label("Body weight", exact=True).fill("heavy")
+        error = page.locator("#f-weight-kg-error")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("not a number")
+        expect(page.get_by_label("Body weight", exact=True)).to_have_attribute("aria-invalid", "true")
+        page.screenshot(path=str(tmp_path / "field-error.png"), full_page=True)
+        page.get_by_label("Body weight", exact=True).fill("58.5")
+        expect(error).to_be_hidden()
 
-            # A tablet in portrait shows the same page in one column; then sign out.
-            page.set_viewport_size({"width": 768, "height": 1024})
-            page.screenshot(path=str(tmp_path / "tablet.png"), full_page=True)
-            page.get_by_role("button", name="Sign out").click()
-            expect(page).to_have_url(base + "/login?signed_out=1")
-        finally:
-            browser.close()
+        # A tablet in portrait shows the same page in one column; then sign out.
+        page.set_viewport_size({"width": 768, "height": 1024})
+        page.screenshot(path=str(tmp_path / "tablet.png"), full_page=True)
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(base + "/login?signed_out=1")
     assert problems == []
     assert (tmp_path / "eligible.png").stat().st_size > 10_000

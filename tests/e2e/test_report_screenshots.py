@@ -11,19 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+from browser_support import chromium, collect_problems
 from typer.testing import CliRunner
 
 from cmvtrial.adapters.cli.main import app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "report"
 
 
@@ -72,35 +64,28 @@ def _expected_text(results: dict) -> dict[str, list[str]]:
 
 
 def test_every_section_shows_its_content_in_chromium(report):
-    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make test` (it installs it) or apt-get install chromium"
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     path, results = report
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on("request", lambda request: problems.append(f"fetched {request.url}")
-                    if not request.url.startswith("file:") else None)
-            page.goto(path.as_uri())
-            for section, texts in _expected_text(results).items():
-                locator = page.locator(f"#{section}")
-                expect(locator).to_be_visible()
-                for text in texts:
-                    expect(locator).to_contain_text(text)
-                locator.screenshot(path=str(ARTIFACTS / f"{section}.png"))
-            # Every figure is drawn (inline SVG with a size), none is empty.
-            sizes = page.eval_on_selector_all("figure svg", "nodes => nodes.map(n => n.getBoundingClientRect().height)")
-            assert len(sizes) >= 7 and min(sizes) > 100
-            page.screenshot(path=str(ARTIFACTS / "report-full.png"), full_page=True)
-            page.emulate_media(media="print")
-            expect(page.locator("nav")).to_be_hidden()
-            page.screenshot(path=str(ARTIFACTS / "report-print.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = collect_problems(browser.new_page(viewport={"width": 1280, "height": 900}), problems)
+        page.on("request", lambda request: problems.append(f"fetched {request.url}")
+                if not request.url.startswith("file:") else None)
+        page.goto(path.as_uri())
+        for section, texts in _expected_text(results).items():
+            locator = page.locator(f"#{section}")
+            expect(locator).to_be_visible()
+            for text in texts:
+                expect(locator).to_contain_text(text)
+            locator.screenshot(path=str(ARTIFACTS / f"{section}.png"))
+        # Every figure is drawn (inline SVG with a size), none is empty.
+        sizes = page.eval_on_selector_all("figure svg", "nodes => nodes.map(n => n.getBoundingClientRect().height)")
+        assert len(sizes) >= 7 and min(sizes) > 100
+        page.screenshot(path=str(ARTIFACTS / "report-full.png"), full_page=True)
+        page.emulate_media(media="print")
+        expect(page.locator("nav")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "report-print.png"), full_page=True)
     assert problems == []
     assert all((ARTIFACTS / f"{section}.png").stat().st_size > 1000 for section in _expected_text(results))
