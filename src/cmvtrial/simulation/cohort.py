@@ -83,19 +83,23 @@ def jitter_probabilities(sd_days: float, before: int, after: int) -> tuple[NDArr
 
 
 def _jittered(
-    rng: np.random.Generator, shape: tuple[int, ...], offsets: NDArray[np.int32], probabilities: NDArray[np.float64],
-    missed: float,
-) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
-    """One uniform draw per visit decides both whether it is missed and its day's deviation."""
+    rng: np.random.Generator, shape: tuple[int, ...], probabilities: NDArray[np.float64], missed: float,
+) -> tuple[NDArray[np.int8], NDArray[np.bool_]]:
+    """One uniform draw per visit decides both whether it is missed and its day's deviation.
+
+    Returns the deviation as the number of steps above the window's first day (``0 ..
+    len(probabilities) - 1``, one byte each) and whether the visit took place. The steps are sums of
+    a handful of one-byte comparisons, cheaper than a binary search or a gather for a window of a
+    few days.
+    """
     u = rng.random(shape, dtype=np.float32)
-    taken = u >= missed
-    within = (u - np.float32(missed)) * np.float32(1.0 / max(1.0 - missed, 1e-12))
-    thresholds = np.cumsum(probabilities)[:-1].astype(np.float32)
-    # A handful of comparisons beats a binary search for a window of a few days.
-    jitter = np.full(shape, offsets[0], dtype=np.int32)
-    for threshold in thresholds:
-        jitter += within >= threshold
-    return jitter, taken
+    taken = u >= np.float32(missed)
+    within = np.subtract(u, np.float32(missed), out=u)
+    within *= np.float32(1.0 / max(1.0 - missed, 1e-12))
+    steps = np.zeros(shape, dtype=np.int8)
+    for threshold in np.cumsum(probabilities)[:-1].astype(np.float32):
+        steps += (within >= threshold).view(np.int8)
+    return steps, taken
 
 
 @dataclass
@@ -104,7 +108,7 @@ class _VisitSummary:
 
     time: NDArray[np.int32]
     done: NDArray[np.bool_]
-    sums: tuple[NDArray[np.float32], ...]
+    sums: NDArray[np.float32]
     days: NDArray[np.int32] | None
     values: NDArray[np.float64] | None
     taken: NDArray[np.bool_] | None
@@ -113,12 +117,23 @@ class _VisitSummary:
 #: Shrink the working set once this share of it has finished (negative or dropped out).
 _COMPACT_WHEN_FINISHED = 0.25
 
+# Rows of the working set (float32: days are whole numbers, exact in float32). The curve's two
+# exponents are stored negated so a load costs no negation: e^(-max(x, -80)) = e^(min(-x, 80)).
+_V0, _FAST_T, _FAST_E, _SLOW_T, _SLOW_E, _FAST_W, _SLOW_W = range(7)
+#: Regression sums n, Σt, Σy, Σt², Σty (baseline sample included).
+_SUMS = slice(7, 12)
+_N, _ST, _SY, _STT, _STY = range(7, 12)
+#: Last day alive (dropout), last day seen; with confirmation by several negatives: the current run
+#: of negative samples and the day it started.
+_LAST_ALIVE, _LAST_SEEN, _RUN, _RUN_START = range(12, 16)
+_EXPONENT_CAP = np.float32(80)  # e^80 is far beyond any real load: float32 cannot overflow
+
 
 def _treatment_visits(
     rng: np.random.Generator,
     curve: kinetics.LoadCurve,
     last_day_alive: NDArray[np.int32],
-    baseline: NDArray[np.float32],
+    baseline: NDArray[np.float64],
     design: TrialDesign,
     count: int,
     jitter: tuple[NDArray[np.int32], NDArray[np.float64], float],
@@ -131,30 +146,36 @@ def _treatment_visits(
     Works on a shrinking set of patients still being followed: once a quarter of the set has
     finished, their results are written out and the rest carried on, so late visits (few patients
     left) cost little. Every draw depends only on the seed and the data, never on timing.
+
+    Why it is written this way (it is most of a power run's time): each visit is a fixed sequence of
+    in-place float32 operations on preallocated buffers — no temporaries of the cohort's size, no
+    masked copies or ``np.where`` on random masks (a select runs element by element, ~10× slower
+    than arithmetic); a flag enters a sum as a 0/1 factor, which is exact. The numbers are those of
+    :meth:`kinetics.LoadCurve.at` bit for bit (tests/unit/test_simulation_cohort.py).
     """
     total = baseline.size
     offsets, probabilities, missed = jitter
     lloq32, noise32 = np.float32(lloq), np.float32(noise_sd)
     needed = design.consecutive_negatives
-    curve_rows = len(kinetics.LoadCurve.PER_PATIENT)
-    # The working set as two stacked arrays (one gather each when it shrinks):
-    # floats = curve coefficients, then the regression sums n, Σt, Σy, Σt², Σty;
-    # ints = last day alive, negativity day, last day seen, negative run length, run start.
-    floats = np.empty((curve_rows + 5, total), dtype=np.float32)
-    for row, name in enumerate(kinetics.LoadCurve.PER_PATIENT):
-        floats[row] = getattr(curve, name)
-    floats[curve_rows:] = 0.0
-    floats[curve_rows] = 1.0
-    floats[curve_rows + 2] = baseline
-    ints = np.zeros((5, total), dtype=np.int32)
-    ints[0] = last_day_alive
-    w_done = np.zeros(total, dtype=bool)
-    w_live = np.ones(total, dtype=bool)
+    state = np.zeros((_RUN_START + 1 if needed > 1 else _RUN, total), dtype=np.float32)
+    state[_V0] = curve.log10_v0
+    np.negative(curve.fast_per_day, out=state[_FAST_T])
+    np.negative(curve.fast_per_exposure, out=state[_FAST_E])
+    np.negative(curve.slow_per_day, out=state[_SLOW_T])
+    np.negative(curve.slow_per_exposure, out=state[_SLOW_E])
+    state[_FAST_W] = curve.fast_weight
+    state[_SLOW_W] = curve.slow_weight
+    state[_N] = 1.0
+    state[_SY] = baseline
+    state[_LAST_ALIVE] = last_day_alive
+    done = np.zeros(total, dtype=bool)
+    live = np.ones(total, dtype=bool)
     index = np.arange(total)
+    buffers = np.empty((5, total), dtype=np.float32)
 
     # Results for everyone, written when a patient leaves the working set.
     time = np.zeros(total, dtype=np.int32)
-    done = np.zeros(total, dtype=bool)
+    done_out = np.zeros(total, dtype=bool)
     sums = np.zeros((5, total), dtype=np.float32)
     kept_days = np.full((total, count), -1, dtype=np.int32) if keep_visits else None
     kept_values = np.full((total, count), np.nan) if keep_visits else None
@@ -162,59 +183,88 @@ def _treatment_visits(
 
     def write_out(which: NDArray[np.intp]) -> None:
         target = index[which]
-        finished_done = w_done[which]
-        time[target] = np.where(finished_done, ints[1, which], ints[2, which])
-        done[target] = finished_done
-        sums[:, target] = floats[curve_rows:, which]
+        finished = done[which]
+        if needed > 1:
+            time[target] = np.where(finished, state[_RUN_START, which], state[_LAST_SEEN, which])
+        else:  # the confirming sample is the last one seen
+            time[target] = state[_LAST_SEEN, which]
+        done_out[target] = finished
+        sums[:, target] = state[_SUMS, which]
 
     for k in range(count):
         n = index.size
         if n == 0:
             break
-        jitter_days, taken = _jittered(rng, (n,), offsets, probabilities, missed)
+        steps, seen = _jittered(rng, (n,), probabilities, missed)
         noise = rng.standard_normal(n, dtype=np.float32)
-        day = jitter_days + np.int32(design.treatment_first_day + k * design.treatment_every_days)
-        day_f = day.astype(np.float32)
-        alive = day <= ints[0]
-        seen = taken & w_live & alive
-        measured = kinetics.LoadCurve(*floats[:curve_rows], curve.exposure_by_day).at(day, day_f) + noise32 * noise
+        first = design.treatment_first_day + k * design.treatment_every_days + int(offsets[0])
+        a, b, c, t, w = (row[:n] for row in buffers)
+        day_f = np.add(steps, np.float32(first), out=t)
+        exposure = np.take(curve.exposure_by_day[np.arange(first, first + offsets.size)], steps.astype(np.intp),
+                           out=c, mode="clip")
+        alive = day_f <= state[_LAST_ALIVE]
+        seen &= alive
+        if keep_visits:
+            shown = live & alive
+        seen &= live
+        # log10 load = v0 + log10(w_f e^(-fast) + w_s e^(-slow)), then assay noise.
+        fast = np.multiply(state[_FAST_T], day_f, out=a)
+        fast += np.multiply(state[_FAST_E], exposure, out=b)
+        np.minimum(fast, _EXPONENT_CAP, out=fast)
+        np.exp(fast, out=fast)
+        fast *= state[_FAST_W]
+        slow = np.multiply(state[_SLOW_T], day_f, out=b)
+        slow += np.multiply(state[_SLOW_E], exposure, out=c)
+        np.minimum(slow, _EXPONENT_CAP, out=slow)
+        np.exp(slow, out=slow)
+        slow *= state[_SLOW_W]
+        fast += slow
+        measured = np.log10(fast, out=a)
+        measured += state[_V0]
+        noise *= noise32
+        measured += noise
         negative = measured < lloq32
         if keep_visits:
-            kept_days[index, k] = np.where(w_live & alive, day, -1)
+            kept_days[index, k] = np.where(shown, day_f.astype(np.int32), -1)
             kept_values[index, k] = measured
             kept_taken[index, k] = seen
         # Decline regression: every sample up to and including the first negative one, a value
         # below the LLOQ counting as the LLOQ.
-        y = np.maximum(measured, lloq32)
-        w = seen.astype(np.float32)
-        wt = w * day_f
-        floats[curve_rows] += w
-        floats[curve_rows + 1] += wt
-        floats[curve_rows + 2] += w * y
-        floats[curve_rows + 3] += wt * day_f
-        floats[curve_rows + 4] += wt * y
-        np.copyto(ints[2], day, where=seen)
+        y = np.maximum(measured, lloq32, out=measured)
+        np.copyto(w, seen)
+        state[_N] += w
+        wt = np.multiply(w, day_f, out=b)
+        state[_ST] += wt
+        state[_SY] += np.multiply(w, y, out=c)
+        state[_STT] += np.multiply(wt, day_f, out=c)
+        state[_STY] += np.multiply(wt, y, out=c)
+        last = state[_LAST_SEEN]
+        last += np.multiply(np.subtract(day_f, last, out=c), w, out=c)
         if needed == 1:
-            confirmed = seen & negative
-            np.copyto(ints[1], day, where=confirmed)
+            confirmed = negative
+            confirmed &= seen
         else:
             # The first of ``needed`` consecutive negative samples (among those taken).
-            starts = seen & negative & (ints[3] == 0)
-            np.copyto(ints[4], day, where=starts)
-            ints[3] = np.where(seen, np.where(negative, ints[3] + 1, 0), ints[3])
-            confirmed = seen & (ints[3] >= needed)
-            np.copyto(ints[1], ints[4], where=confirmed)
-        w_done |= confirmed
+            run, start = state[_RUN], state[_RUN_START]
+            negative &= seen
+            start += np.multiply(np.subtract(day_f, start, out=c), negative & (run == 0), out=c)
+            # run + 1 after a negative sample, 0 after a positive one, unchanged when none was taken
+            np.add(np.multiply(run, ~seen, out=b), np.multiply(np.add(run, 1, out=c), negative, out=c), out=run)
+            confirmed = run >= needed
+            confirmed &= seen
+        done |= confirmed
         # Visit days only grow, so a patient past the dropout day is never seen again.
-        w_live &= ~confirmed & alive
-        live = np.count_nonzero(w_live)
-        if n - live >= _COMPACT_WHEN_FINISHED * n:
-            write_out(np.flatnonzero(~w_live))
-            keep = np.flatnonzero(w_live)
-            index, floats, ints, w_done = index[keep], floats[:, keep], ints[:, keep], w_done[keep]
-            w_live = np.ones(keep.size, dtype=bool)
+        live &= alive
+        live &= ~confirmed
+        remaining = np.count_nonzero(live)
+        if n - remaining >= _COMPACT_WHEN_FINISHED * n:
+            write_out(np.flatnonzero(~live))
+            keep = np.flatnonzero(live)
+            index, state = index[keep], np.take(state, keep, axis=1)
+            done = np.zeros(keep.size, dtype=bool)  # a finished patient is never kept
+            live = np.ones(keep.size, dtype=bool)
     write_out(np.arange(index.size))
-    return _VisitSummary(time, done, tuple(sums), kept_days, kept_values, kept_taken)
+    return _VisitSummary(time, done_out, sums, kept_days, kept_values, kept_taken)
 
 
 def simulate_cohort(
@@ -279,8 +329,9 @@ def simulate_cohort(
     nk_true = lymphocytes * nk_fraction * CELLS_PER_UL_PER_10E9_PER_L
     nk_baseline = nk_true * np.exp(nk_cv * rng.standard_normal(shape))
     week12_offsets, week12_p = jitter_probabilities(visits.jitter_sd_days.value, design.week12.before, design.week12.after)
-    week12_jitter, week12_taken = _jittered(rng, shape, week12_offsets, week12_p, visits.missed_visit.value)
-    week12_day = (design.week12.day + week12_jitter).astype(np.int32)
+    week12_steps, week12_taken = _jittered(rng, shape, week12_p, visits.missed_visit.value)
+    week12_day = week12_steps.astype(np.int32)
+    week12_day += np.int32(design.week12.day + int(week12_offsets[0]))
     fold = kinetics.nk_fold(patients, week12_day, il2_stop_day=np.where(il2, end_of_treatment, np.inf))
     nk_week12 = nk_true * fold * np.exp(nk_cv * rng.standard_normal(shape))
     nk_week12 = np.where(week12_taken & (week12_day <= dropout_day), nk_week12, np.nan)
