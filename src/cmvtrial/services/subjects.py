@@ -42,6 +42,11 @@ class SubjectView:
     consent_date: date | None
     protocol_version_id: int
     created_at: datetime
+    #: The end of study once recorded (services/end_of_study.py): the day, the core/disposition.py
+    #: reason code and the words that go with it.
+    end_of_study_date: date | None = None
+    end_of_study_reason: str | None = None
+    end_of_study_details: str | None = None
 
 
 def subject_view(subject: Subject, site_code: str) -> SubjectView:
@@ -58,6 +63,9 @@ def subject_view(subject: Subject, site_code: str) -> SubjectView:
         consent_date=subject.consent_date,
         protocol_version_id=subject.protocol_version_id,
         created_at=subject.created_at,
+        end_of_study_date=subject.end_of_study_date,
+        end_of_study_reason=subject.end_of_study_reason,
+        end_of_study_details=subject.end_of_study_details,
     )
 
 

@@ -1,8 +1,10 @@
 """Subjects, screening and consent: register a candidate, enter screening data (eligibility judged
-criterion by criterion), record a screen failure or consent, the screening log.
+criterion by criterion), record a screen failure or consent, the screening log; and a randomized
+subject's end of study: withdrawal and completion.
 
 Every route parses the body into a model below, calls one service of services/subjects.py,
-screening.py or screening_log.py, and returns what it answered; the services check role and site.
+screening.py, screening_log.py or end_of_study.py, and returns what it answered; the services
+check role and site.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cmvtrial.adapters.api.deps import ActorDep, ContextDep
 from cmvtrial.adapters.api.problems import AUTHENTICATED, problem_responses
-from cmvtrial.adapters.api.routers.params import Reason, SiteFilter, SubjectId, jsonable
+from cmvtrial.adapters.api.routers.params import Reason, SiteFilter, SubjectId, jsonable, today
 from cmvtrial.adapters.api.schemas import SCREENING_RECORD_EXAMPLE, EligibilityOut
+from cmvtrial.core.disposition import MAX_DETAILS, WITHDRAWAL_REASONS
 from cmvtrial.errors import Refused
-from cmvtrial.services import screening, subjects
+from cmvtrial.services import end_of_study, screening, subjects
 from cmvtrial.services.screening_log import screening_log
 
 router = APIRouter(tags=["subjects"])
@@ -42,6 +45,7 @@ class SubjectOut(BaseModel):
     model_config = _example(
         id=7, site_id=1, site_code="PKUPH", screening_number="S-001", subject_number=None, status="screening",
         eligibility=None, screen_failure_reasons=None, consent_date=None, protocol_version_id=1, created_at=_TIME,
+        end_of_study_date=None, end_of_study_reason=None, end_of_study_details=None,
     )
 
     id: int
@@ -49,12 +53,16 @@ class SubjectOut(BaseModel):
     site_code: str
     screening_number: str
     subject_number: str | None = Field(description="Given at randomization.")
-    status: str = Field(description="screening, eligible, screen_failed, randomized, on_treatment, in_follow_up, ...")
+    status: str = Field(description="screening, eligible, screen_failed, randomized, on_treatment, in_follow_up, "
+                                    "completed, withdrawn, lost_to_follow_up or died.")
     eligibility: str | None = Field(description="eligible, not_eligible or undetermined; null before any data.")
     screen_failure_reasons: list[dict[str, Any]] | None
     consent_date: date | None
     protocol_version_id: int
     created_at: datetime
+    end_of_study_date: date | None = Field(None, description="The day the subject left the trial or completed it.")
+    end_of_study_reason: str | None = Field(None, description="completed, or the withdrawal reason's code.")
+    end_of_study_details: str | None = Field(None, description="The reason in words, or a note.")
 
 
 class AllocationSummaryOut(BaseModel):
@@ -111,6 +119,45 @@ class ConsentIn(BaseModel):
 
     date: dt.date = Field(description="The date informed consent was signed (YYYY-MM-DD).")
     reason: str | None = Reason
+
+
+_REASONS = ", ".join(f"{reason.code} ({reason.dsdecod})" for reason in WITHDRAWAL_REASONS)
+
+
+class WithdrawalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"date": "2025-03-20", "reason": "withdrew_consent", "details": None},
+        {"date": "2025-04-02", "reason": "other", "details": "moved to another city for work"}]})
+
+    date: dt.date = Field(description="The last day the subject took part (YYYY-MM-DD); not after today, not before "
+                                      "randomization or data already recorded.")
+    reason: str = Field(max_length=64, description=f"One of {_REASONS}.")
+    details: str | None = Field(None, max_length=MAX_DETAILS,
+                                description="The reason in words (required for other); otherwise an optional note.")
+
+
+class CompletionIn(BaseModel):
+    model_config = _example(details=None)
+
+    details: str | None = Field(None, max_length=MAX_DETAILS, description="An optional note.")
+
+
+class EndOfStudyOut(BaseModel):
+    model_config = _example(
+        subject_id=7, subject="PKUPH-001", site="PKUPH", status="withdrawn", date="2025-03-20",
+        reason="withdrew_consent", reason_label="withdrew consent", dsdecod="WITHDRAWAL BY SUBJECT", details=None,
+        cancelled=["TW3", "W12"])
+
+    subject_id: int
+    subject: str
+    site: str
+    status: str = Field(description="withdrawn, lost_to_follow_up, died or completed.")
+    date: dt.date
+    reason: str
+    reason_label: str
+    dsdecod: str = Field(description="The CDISC disposition term (SDTM DS.DSDECOD).")
+    details: str | None
+    cancelled: list[str] = Field(description="Planned visits the withdrawal cancelled.")
 
 
 def subject_out(view: subjects.SubjectView) -> SubjectOut:
@@ -189,6 +236,25 @@ def screen_failure(subject_id: SubjectId, body: ScreenFailureIn, actor: ActorDep
 def consent(subject_id: SubjectId, body: ConsentIn, actor: ActorDep, context: ContextDep) -> SubjectOut:
     """Record the date informed consent was signed (needed before randomization); changing it needs a reason."""
     return subject_out(screening.record_consent(context.uow(), actor, subject_id, body.date, reason=body.reason))
+
+
+@router.post("/subjects/{subject_id}/withdrawal", response_model=EndOfStudyOut,
+             responses=problem_responses(*AUTHENTICATED, 404, 409, 422))
+def withdraw(subject_id: SubjectId, body: WithdrawalIn, actor: ActorDep, context: ContextDep) -> EndOfStudyOut:
+    """Record that a randomized subject left the trial (the subject's investigator): the planned visits
+    after the date are cancelled, later visits and doses are refused. A second withdrawal is refused."""
+    view = end_of_study.withdraw_subject(context.uow(), actor, subject_id, reason=body.reason, on_date=body.date,
+                                         today=today(context), details=body.details)
+    return EndOfStudyOut.model_validate(view.to_dict())
+
+
+@router.post("/subjects/{subject_id}/completion", response_model=EndOfStudyOut,
+             responses=problem_responses(*AUTHENTICATED, 404, 409, 422))
+def complete(subject_id: SubjectId, body: CompletionIn, actor: ActorDep, context: ContextDep) -> EndOfStudyOut:
+    """Record that a subject completed the trial (the subject's investigator), once the final protocol
+    visit (FU3M) is done; it is dated by that visit."""
+    view = end_of_study.complete_subject(context.uow(), actor, subject_id, today=today(context), details=body.details)
+    return EndOfStudyOut.model_validate(view.to_dict())
 
 
 @router.get(

@@ -26,6 +26,8 @@ NOTICES = {
     "consent": "Consent date recorded.",
     "screen_failure": "Screen failure recorded.",
     "randomized": "Subject randomized.",
+    "withdrawn": "Withdrawal recorded; the visits planned after it are cancelled.",
+    "completed": "Completion recorded.",
     "dose": "Administration recorded.",
     "visit": "Visit recorded.",
     "form_saved": "Form saved.",

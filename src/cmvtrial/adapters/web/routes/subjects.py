@@ -1,6 +1,8 @@
 """Subject pages: the list (status, search, registering a candidate), one subject (screening
 verdict, consent, randomization with a confirmation step, then the visit calendar, the CMV-DNA plot,
-doses given and held, labs and adverse events), and the forms posted from it."""
+doses given and held, labs and adverse events, and the end of study: "Withdraw from study" on a page
+of its own with a confirmation step, "Record completion" once the final visit is done), and the
+forms posted from it."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from cmvtrial.adapters.web.rendering import display_unit, field_errors, render, 
 from cmvtrial.adapters.web.routes.cmv_plot import cmv_plot_svg
 from cmvtrial.adapters.web.routes.deps import CheckedForm, PageActor
 from cmvtrial.adapters.web.routes.page_support import NoticeQuery, SubjectPath, form_date, notice_text, today
+from cmvtrial.core.disposition import ENDED, WITHDRAWAL_REASONS, exit_reason, final_visit
 from cmvtrial.errors import InvalidInput, NotFound, Refused
 from cmvtrial.services import (
     adverse_events,
     dosing_records,
+    end_of_study,
     permissions,
     queries,
     randomizing,
@@ -35,7 +39,8 @@ router = APIRouter(include_in_schema=False)
 
 REGISTER_FIELDS = {"site", "screening_number", "reason"}
 STATUSES = ("screening", "eligible", "screen_failed", "randomized", "on_treatment", "in_follow_up", "completed",
-            "withdrawn")
+            "withdrawn", "lost_to_follow_up", "died")
+WITHDRAWAL_FIELDS = {"date", "reason", "details", "confirm"}
 DOSE_FIELDS = {"drug", "status", "dose", "unit", "route", "date", "given_by", "reason", "weight_kg", "crcl_ml_min"}
 
 
@@ -97,8 +102,12 @@ def _subject(request: Request, actor: Actor, context: ContextDep, subject_id: in
     treatment: dict[str, Any] = {}
     if detail.allocation is not None:
         series = visit_data.cmv_series(uow(), actor, subject_id)
+        calendar = visits.subject_calendar(uow(), actor, subject_id, today=today(context))
+        last = final_visit(calendar.calendar)
         treatment = {
-            "calendar": visits.subject_calendar(uow(), actor, subject_id, today=today(context)),
+            "calendar": calendar,
+            "final_visit": last,
+            "completable": last is not None and last.status == "done" and detail.subject.status not in ENDED,
             "series": series,
             "plot": cmv_plot_svg(series, unit_label=display_unit(series.unit)),
             "doses": dosing_records.list_administrations(uow(), actor, subject_id),
@@ -114,13 +123,15 @@ def _subject(request: Request, actor: Actor, context: ContextDep, subject_id: in
         status=status_code, detail=detail, view=detail.subject, treatment=treatment, events=events,
         open_queries=open_queries, notice=notice, values=values or {}, errors=errors or {}, error_form=error_form,
         can=_abilities(actor, site), arms={arm.id: arm.label for arm in protocol.arms},
+        ended=detail.subject.status in ENDED, exit_reason=exit_reason(detail.subject.end_of_study_reason),
         drug_options=[(drug, drug) for drug in adverse_events.study_drugs(protocol)],
     )
 
 
 def _abilities(actor: Actor, site: int) -> dict[str, bool]:
     return {action: permissions.allowed(actor, action, site=site) for action in (
-        "screening.enter", "consent.record", "randomize", "dose.record", "visit.record", "adverse_event.record")}
+        "screening.enter", "consent.record", "randomize", "dose.record", "visit.record", "adverse_event.record",
+        "subject.withdraw", "subject.complete")}
 
 
 @router.post("/subjects/{subject_id}/consent")
@@ -177,6 +188,58 @@ def randomize(request: Request, subject_id: SubjectPath, actor: PageActor, form:
     except (InvalidInput, Refused) as error:
         return _confirm(request, actor, context, subject_id, error=error.message, status_code=family_of(error)[0])
     return RedirectResponse(f"/subjects/{subject_id}?notice=randomized", status_code=303)
+
+
+# --- the end of study: withdrawal (with a confirmation step) and completion ------------------
+
+
+@router.get("/subjects/{subject_id}/withdraw")
+def withdraw_page(request: Request, subject_id: SubjectPath, actor: PageActor, context: ContextDep) -> Response:
+    return _withdrawal(request, actor, context, subject_id)
+
+
+def _withdrawal(request: Request, actor: Actor, context: ContextDep, subject_id: int, *,
+                values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+                status_code: int = 200) -> Response:
+    detail = screening.subject_detail(context.uow(), actor, subject_id)
+    permissions.require(actor, "subject.withdraw", site=detail.subject.site_id)
+    return render(request, "withdraw.html", actor=actor, title="Withdraw from study", status=status_code,
+                  detail=detail, view=detail.subject, reasons=WITHDRAWAL_REASONS, ended=detail.subject.status in ENDED,
+                  exit_reason=exit_reason(detail.subject.end_of_study_reason),
+                  values=values or {"date": today(context).isoformat()}, errors=errors or {})
+
+
+@router.post("/subjects/{subject_id}/withdraw")
+def withdraw(request: Request, subject_id: SubjectPath, actor: PageActor, form: CheckedForm,
+             context: ContextDep) -> Response:
+    values = {name: text_field(form, name) for name in WITHDRAWAL_FIELDS}
+    try:
+        if values["confirm"] != "yes":
+            raise InvalidInput("Tick the box to confirm the withdrawal.", field="confirm")
+        on_date = form_date(form, "date", required=True)
+        assert on_date is not None
+        end_of_study.withdraw_subject(context.uow(), actor, subject_id, reason=values["reason"], on_date=on_date,
+                                      today=today(context), details=values["details"] or None)
+    except (InvalidInput, Refused) as error:
+        return _withdrawal(request, actor, context, subject_id, values=values,
+                           errors=field_errors(error, WITHDRAWAL_FIELDS), status_code=family_of(error)[0])
+    return RedirectResponse(f"/subjects/{subject_id}?notice=withdrawn", status_code=303)
+
+
+@router.post("/subjects/{subject_id}/complete")
+def complete(request: Request, subject_id: SubjectPath, actor: PageActor, form: CheckedForm,
+             context: ContextDep) -> Response:
+    values = {name: text_field(form, name) for name in ("details", "confirm")}
+    try:
+        if values["confirm"] != "yes":
+            raise InvalidInput("Tick the box to confirm the completion.", field="confirm")
+        end_of_study.complete_subject(context.uow(), actor, subject_id, today=today(context),
+                                      details=values["details"] or None)
+    except (InvalidInput, Refused) as error:
+        return _subject(request, actor, context, subject_id, values=values,
+                        errors=field_errors(error, {"details", "confirm"}), error_form="complete",
+                        status_code=family_of(error)[0])
+    return RedirectResponse(f"/subjects/{subject_id}?notice=completed", status_code=303)
 
 
 # --- doses ---------------------------------------------------------------------------------
