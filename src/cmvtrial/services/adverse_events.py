@@ -102,7 +102,7 @@ def subject_for(uow: UnitOfWork, actor: Actor, action: str, subject_id: int, *, 
     """The subject, once the actor's role and site allow ``action`` on it (role first, so a
     forbidden role learns nothing about which subjects exist)."""
     permissions.require(actor, action)
-    subject = uow.session.get(Subject, subject_id, with_for_update=lock) if lock else uow.subjects.get(subject_id)
+    subject = uow.subjects.locked(subject_id) if lock else uow.subjects.get(subject_id)
     if subject is None:
         raise NotFound(f"no subject with id {subject_id}", field="subject", value=subject_id)
     permissions.require(actor, action, site=subject.site_id)

@@ -10,6 +10,13 @@ IMMEDIATE and already holds the database's only write lock.
 What goes in: who (user id and name), when (UTC), what (action, entity type and id, the site), the
 values before and after as canonical JSON (secrets such as password hashes withheld), and the
 reason (21 CFR 11.10(e); ICH E6(R3) §4.2.2; reference/standards.md P11-05, E6-05, A11-07).
+
+Why events are written at commit and not one by one: a use case such as entering a visit records
+several events; each is numbered and hashed when it is recorded (the chain head is locked and read
+once per transaction), and all of them go to the database in one multi-row INSERT with one update of
+the head just before the commit (``write_pending``), which is what makes a busy site's writes cheap
+(docs/benchmarks.md, "Lab values through the API"). A query on the audit tables inside the same
+transaction writes the pending events first, so the transaction always reads its own events.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from cmvtrial.core.audit_chain import canonical_json, event_hash
 from cmvtrial.services.permissions import Actor
-from cmvtrial.store.repositories import AuditEventRepository
 from cmvtrial.store.tables import AuditChainHead, AuditEvent, Base, Site
 
 Entity = Base | tuple[str, object]
@@ -57,12 +65,14 @@ def snapshot(value: Any) -> dict[str, Any] | None:
 class AuditRecorder:
     """``uow.audit``: records events in the unit of work's transaction."""
 
-    def __init__(self, session: Session, events: AuditEventRepository, clock: Callable[[], datetime]) -> None:
+    def __init__(self, session: Session, clock: Callable[[], datetime]) -> None:
         self.session = session
-        self.events = events
         self.clock = clock
-        self._head: AuditChainHead | None = None
+        #: The chain's newest (sequence, hash), as this transaction has extended it.
+        self._head: tuple[int, str] | None = None
+        self._pending: list[dict[str, Any]] = []
         self.read_only = False
+        sa_event.listen(session, "do_orm_execute", self._before_reading_the_trail)
 
     def record(
         self,
@@ -74,7 +84,7 @@ class AuditRecorder:
         after: Any = None,
         reason: str | None = None,
         site_id: Any = _FROM_ENTITY,
-    ) -> AuditEvent:
+    ) -> None:
         """Append one event for ``action`` on ``entity`` (a mapped row, or ``(type, id)``).
 
         ``actor`` None records an anonymous event (only sign-in attempts have no actor).
@@ -87,10 +97,10 @@ class AuditRecorder:
         entity_type, entity_id = self._identify(entity)
         if site_id is _FROM_ENTITY:
             site_id = self._site_of(entity)
-        head = self._lock_head()
+        last_sequence, last_hash = self._lock_head()
         moment = self.clock()
         fields: dict[str, Any] = {
-            "sequence": head.last_sequence + 1,
+            "sequence": last_sequence + 1,
             "occurred_at": moment,
             "user_id": actor.user_id if actor is not None else None,
             "username": actor.username if actor is not None else ANONYMOUS,
@@ -102,18 +112,40 @@ class AuditRecorder:
             "after": _json_or_none(snapshot(after)),
             "reason": reason,
         }
-        digest = event_hash(head.last_hash, fields)
-        event = AuditEvent(**fields, previous_hash=head.last_hash, hash=digest)
-        self.events.add(event)
-        head.last_sequence = fields["sequence"]
-        head.last_hash = digest
-        self.session.flush()
-        return event
+        digest = event_hash(last_hash, fields)
+        self._pending.append({**fields, "previous_hash": last_hash, "hash": digest})
+        self._head = (fields["sequence"], digest)
 
-    def _lock_head(self) -> AuditChainHead:
+    def write_pending(self) -> None:
+        """Write the events recorded since the last call and move the chain head to the newest."""
+        if not self._pending or self._head is None:
+            return
+        rows, self._pending = self._pending, []
+        connection = self.session.connection()
+        connection.execute(AuditEvent.__table__.insert(), rows)
+        connection.execute(update(AuditChainHead.__table__).where(AuditChainHead.__table__.c.id == 1)
+                           .values(last_sequence=self._head[0], last_hash=self._head[1]))
+
+    def discard(self) -> None:
+        """Forget the events not yet written (the transaction is being rolled back)."""
+        self._pending, self._head = [], None
+
+    def _lock_head(self) -> tuple[int, str]:
+        """The head, read once per transaction under a lock (SELECT … FOR UPDATE on PostgreSQL; on
+        SQLite the write transaction's BEGIN IMMEDIATE already holds the only write lock)."""
         if self._head is None:
-            self._head = self.events.lock_head()
+            table = AuditChainHead.__table__
+            # Through the connection: a Core read needs no autoflush of the caller's pending changes.
+            row = self.session.connection().execute(select(table.c.last_sequence, table.c.last_hash)
+                                                    .where(table.c.id == 1).with_for_update()).one_or_none()
+            if row is None:
+                raise RuntimeError("the audit chain head row is missing; the database was not migrated by cmvtrial")
+            self._head = (int(row[0]), str(row[1]))
         return self._head
+
+    def _before_reading_the_trail(self, state: ORMExecuteState) -> None:
+        if self._pending and any(mapper.class_ in (AuditEvent, AuditChainHead) for mapper in state.all_mappers):
+            self.write_pending()
 
     def _identify(self, entity: Entity) -> tuple[str, str]:
         if isinstance(entity, tuple):

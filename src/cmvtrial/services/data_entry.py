@@ -42,6 +42,7 @@ from cmvtrial.services.queries import sync_edit_check_queries
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.services.visit_data import (
     baseline_visit,
+    cmv_items,
     cmv_results,
     sample_date_item,
     stored_submission_value,
@@ -346,7 +347,8 @@ def enter_visit_data(
             changed_items = [f"{plan.form.id}.{path}" for plan in plans for path in _changed_paths(plan)]
             invalidated = signatures.invalidate_visit_signatures(
                 uow, actor, ctx, event, what=", ".join(changed_items) or f"the date of {scheduled.label}")
-        eot = _apply_stop_rule(uow, actor, ctx, events, note, today)
+        eot = _apply_stop_rule(uow, actor, ctx, events, note, today) if _stop_rule_inputs_changed(
+            protocol, plans, date_changes) else None
         result = _result(ctx, scheduled, on_date, plans, event.deviation, changed=True, opened=opened, closed=closed,
                          invalidated=invalidated, reviews=reviews, not_graded=not_graded,
                          eot=eot)
@@ -430,11 +432,15 @@ def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance:
     """Write the plan's values; the form's rows by item path afterwards."""
     now, site_id = uow.clock(), ctx.subject.site_id
     rows = dict(plan.rows)
-    for columns in plan.creates:
-        row = ItemValue(form_instance_id=instance.id, subject_id=ctx.subject.id, item_group_repeat=0, source=source,
-                        version=1, entered_by_user_id=actor.user_id, entered_at=now, **columns)
-        uow.session.add(row)
+    # New rows go in with one flush (the audit trail needs their ids); changed rows are flushed
+    # together later (one multi-row UPDATE), their audit events need no id they do not have.
+    created = [ItemValue(form_instance_id=instance.id, subject_id=ctx.subject.id, item_group_repeat=0, source=source,
+                         version=1, entered_by_user_id=actor.user_id, entered_at=now, **columns)
+               for columns in plan.creates]
+    if created:
+        uow.session.add_all(created)
         uow.session.flush()
+    for row in created:
         uow.audit.record(actor, "item_value.create", row, after=row, reason=reason, site_id=site_id)
         rows[row.item_id] = row
     for row, columns in plan.updates:
@@ -443,7 +449,6 @@ def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance:
             setattr(row, name, value)
         row.version += 1
         row.entered_by_user_id, row.entered_at, row.source = actor.user_id, now, source
-        uow.session.flush()
         uow.audit.record(actor, "item_value.update", row, before=before, after=row, reason=reason, site_id=site_id)
     for row in plan.deletes:
         uow.audit.record(actor, "item_value.delete", row, before=row, reason=reason, site_id=site_id)
@@ -520,6 +525,15 @@ def _baseline_value(uow: UnitOfWork, ctx: TreatmentContext, form_id: str, path: 
         select(ItemValue.normalized_number).join(FormInstance, FormInstance.id == ItemValue.form_instance_id)
         .where(FormInstance.study_event_id == event.id, FormInstance.form_id == form_id, ItemValue.item_id == path)
         .limit(1))
+
+
+def _stop_rule_inputs_changed(protocol: Protocol, plans: list[_FormPlan], date_changes: bool) -> bool:
+    """Whether this entry can move the end of treatment: the stop rule reads only the CMV-DNA
+    results and the dates of their visits, and it ran after every earlier change of either, so an
+    entry that touches neither (a blood count, say) leaves the end of treatment as it is."""
+    spec = cmv_items(protocol)
+    return spec is not None and (date_changes or any(plan.form.id == spec.form and plan.data_changed
+                                                     for plan in plans))
 
 
 def _apply_stop_rule(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, events: dict[tuple[str, int], StudyEvent],

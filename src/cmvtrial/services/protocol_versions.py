@@ -45,5 +45,16 @@ def version_in_force(uow: UnitOfWork) -> ProtocolVersion:
 
 
 def protocol_of_version(uow: UnitOfWork, protocol_version_id: int) -> Protocol:
-    """The parsed protocol of a stored version (inside an open unit of work)."""
+    """The parsed protocol of a stored version (inside an open unit of work). Only the version's
+    SHA-256 is read when it is already parsed: the text is the same whatever the database."""
+    from sqlalchemy import select
+
+    from cmvtrial.store.tables import ProtocolVersion
+
+    digest = uow.session.scalar(select(ProtocolVersion.sha256).where(ProtocolVersion.id == protocol_version_id))
+    if digest is not None:
+        with _CACHE_LOCK:
+            found = _CACHE.get(digest)
+        if found is not None:
+            return found
     return parsed(uow.protocols.require(protocol_version_id))

@@ -74,8 +74,7 @@ def lock_subject(uow: UnitOfWork, subject_id: int) -> Subject:
     SQLite the write transaction already holds the only write lock), read fresh from the database."""
     if isinstance(subject_id, bool) or not isinstance(subject_id, int):
         raise InvalidInput("a subject id is a whole number", field="subject", value=subject_id)
-    query = select(Subject).where(Subject.id == subject_id).with_for_update()
-    subject = uow.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+    subject = uow.subjects.locked(subject_id)
     if subject is None:
         raise NotFound(f"no subject with id {subject_id}", field="subject", value=subject_id)
     return subject

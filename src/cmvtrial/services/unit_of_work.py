@@ -87,7 +87,7 @@ class UnitOfWork:
         self.trial = TrialRepository(self.session)
         self.subjects = SubjectRepository(self.session)
         self.audit_events = AuditEventRepository(self.session)
-        self.audit = AuditRecorder(self.session, self.audit_events, self.clock)
+        self.audit = AuditRecorder(self.session, self.clock)
         self.audit.read_only = read_only
         return self
 
@@ -116,7 +116,9 @@ class UnitOfWork:
 
     def commit(self) -> None:
         try:
+            self.audit.write_pending()
             self.session.commit()
+            self.session.info.pop("locked_subjects", None)
         except exc.DBAPIError as error:
             self._raise_translated(error)
 
@@ -131,7 +133,9 @@ class UnitOfWork:
         return bind.url if hasattr(bind, "url") else bind.engine.url
 
     def rollback(self) -> None:
+        self.audit.discard()
         self.session.rollback()
+        self.session.info.pop("locked_subjects", None)
 
     def __repr__(self) -> str:
         state: Any = "open" if self._active else "closed"

@@ -150,10 +150,11 @@ def subject_in_scope(uow: UnitOfWork, actor: Actor, action: str, subject_id: int
     permissions.require(actor, action)
     if isinstance(subject_id, bool) or not isinstance(subject_id, int):
         raise InvalidInput("a subject id is a whole number", field="subject", value=subject_id)
-    query = select(Subject).where(Subject.id == subject_id)
     if lock:
-        query = query.with_for_update()
-    subject = uow.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+        subject = uow.subjects.locked(subject_id)
+    else:
+        query = select(Subject).where(Subject.id == subject_id)
+        subject = uow.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
     if subject is None:
         raise NotFound(f"no subject with id {subject_id}", field="subject", value=subject_id)
     permissions.require(actor, action, site=subject.site_id)
@@ -162,12 +163,16 @@ def subject_in_scope(uow: UnitOfWork, actor: Actor, action: str, subject_id: int
 
 def treatment_context(uow: UnitOfWork, subject: Subject) -> TreatmentContext:
     """The randomized subject's protocol, arm and randomization date; Refused before randomization."""
-    allocation = uow.session.scalar(select(Allocation).where(Allocation.subject_id == subject.id))
-    if allocation is None:
+    # One round trip for the allocation and the site's code (this runs on every write of a visit).
+    found = uow.session.execute(
+        select(Allocation.arm_id, Allocation.allocated_at, Site.code)
+        .join(Site, Site.id == subject.site_id).where(Allocation.subject_id == subject.id)).one_or_none()
+    if found is None:
         raise Refused(f"subject {subject_label(subject)} is not randomized (status {subject.status}): "
                       "the calendar, visit data and doses start at randomization", field="subject", value=subject.id)
-    return TreatmentContext(subject, protocol_of_version(uow, subject.protocol_version_id),
-                            site_code(uow, subject.site_id), allocation.arm_id, allocation.allocated_at.date())
+    arm_id, allocated_at, code = found
+    return TreatmentContext(subject, protocol_of_version(uow, subject.protocol_version_id), code, arm_id,
+                            allocated_at.date())
 
 
 def stored_events(uow: UnitOfWork, subject_id: int) -> dict[VisitKey, StudyEvent]:

@@ -14,7 +14,10 @@ one-line domain errors; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,7 +105,7 @@ def make_engine(url: str | URL, settings: Settings | None = None) -> Engine:
                 parsed,
                 connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
             )
-            _configure_sqlite(engine, busy_timeout_ms)
+            _configure_sqlite(engine, busy_timeout_ms, parsed.database if is_sqlite_file(parsed) else None)
         else:
             connect_args: dict[str, Any] = {}
             if "connect_timeout" not in parsed.query:
@@ -116,7 +119,7 @@ def make_engine(url: str | URL, settings: Settings | None = None) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, database_file: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite driver otherwise
@@ -130,19 +133,18 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
-    # Writers of one process queue on a lock before BEGIN IMMEDIATE: SQLite's busy handler makes a
-    # waiting writer sleep with growing back-off (up to 100 ms a try), so a server's concurrent
-    # requests would mostly sleep; in order on a lock they wait only for the writer ahead of them
-    # (benchmarks/bench_api_load.py). Other processes still meet the busy timeout.
-    writer = threading.Lock()
+    # Writers queue before BEGIN IMMEDIATE: SQLite's busy handler makes a waiting writer sleep with
+    # growing back-off (up to 100 ms a try), so a server's concurrent requests would mostly sleep.
+    # In this process they queue on a lock and wait only for the writer ahead of them; across
+    # processes (a server with several workers, a CLI command beside it) on an advisory lock of a
+    # file beside the database (benchmarks/bench_api_load.py, docs/benchmarks.md).
+    queue = WriterQueue(busy_timeout_ms / 1000, f"{database_file}-writer.lock" if database_file else None)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         if not read_only:
-            if not writer.acquire(timeout=busy_timeout_ms / 1000):
-                raise DatabaseLocked("another writer of this process held the database past the busy timeout; "
-                                     "try again")
+            queue.acquire()
             connection.info[_WRITER] = True
         try:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
@@ -152,10 +154,63 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     def _release(connection: Any) -> None:
         if connection.info.pop(_WRITER, False):
-            writer.release()
+            queue.release()
 
     event.listen(engine, "commit", _release)
     event.listen(engine, "rollback", _release)
+
+
+class WriterQueue:
+    """The turn to write: a lock for the threads of this process, then (for a database file) an
+    exclusive ``flock`` on ``lock_path`` for the processes. Gives up with DatabaseLocked after
+    ``timeout`` seconds, as SQLite's own busy timeout would."""
+
+    #: Longest sleep between two tries for the file lock: a waiting process takes its turn within
+    #: about this long after the holder's commit.
+    POLL_CAP_S = 0.0005
+
+    def __init__(self, timeout: float, lock_path: str | None) -> None:
+        self.timeout = timeout
+        self.lock_path = lock_path
+        self._threads = threading.Lock()
+        self._file: int | None = None
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        if not self._threads.acquire(timeout=self.timeout):
+            raise DatabaseLocked("another writer of this process held the database past the busy timeout; try again")
+        try:
+            self._lock_file(deadline)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._file is not None:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _lock_file(self, deadline: float) -> None:
+        if self.lock_path is None:
+            return
+        if self._file is None:
+            try:
+                self._file = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                self.lock_path = None  # a read-only folder: SQLite's busy handler still serialises writers
+                return
+        pause = 0.00005
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseLocked("another process held the database past the busy timeout; try again") from None
+                time.sleep(pause)
+                pause = min(pause * 2, self.POLL_CAP_S)
 
 
 def translate(error: exc.DBAPIError, url: str | URL) -> CmvtrialError | None:

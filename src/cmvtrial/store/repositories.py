@@ -117,6 +117,20 @@ class SubjectRepository(Repository[Subject]):
     model = Subject
     noun = "subject"
 
+    def locked(self, subject_id: int) -> Subject | None:
+        """The subject, locked until the transaction ends (SELECT … FOR UPDATE on PostgreSQL; SQLite's
+        write transaction holds the database's only write lock). Read from the database once per
+        transaction: the services of one use case (data entry, then its lab review) each ask for the
+        lock, and the row cannot change under a lock already held."""
+        held: set[int] = self.session.info.setdefault("locked_subjects", set())
+        if subject_id in held:
+            return self.session.get(Subject, subject_id)
+        query = select(Subject).where(Subject.id == subject_id).with_for_update()
+        subject = self.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+        if subject is not None:
+            held.add(subject_id)
+        return subject
+
     def by_screening_number(self, site_id: int, screening_number: str) -> Subject | None:
         query = select(Subject).where(Subject.site_id == site_id, Subject.screening_number == screening_number)
         return self.session.scalar(query)
@@ -129,19 +143,10 @@ class SubjectRepository(Repository[Subject]):
 
 
 class AuditEventRepository:
-    """Reads of the audit trail, and the chain head writers lock. Writing is services/audit.py's job."""
+    """Reads of the audit trail. Writing (and locking the chain head) is services/audit.py's job."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-
-    def lock_head(self) -> AuditChainHead:
-        """The chain head, locked until the transaction ends (SELECT … FOR UPDATE on PostgreSQL;
-        on SQLite the write transaction's BEGIN IMMEDIATE already holds the only write lock)."""
-        query = select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
-        head = self.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
-        if head is None:
-            raise RuntimeError("the audit chain head row is missing; the database was not migrated by cmvtrial")
-        return head
 
     def head(self) -> AuditChainHead | None:
         return self.session.get(AuditChainHead, 1, populate_existing=True)
