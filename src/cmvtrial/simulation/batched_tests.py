@@ -45,10 +45,29 @@ def _rows(name: str, values: ArrayLike) -> NDArray[np.float64]:
     return array
 
 
+def _without_nan(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``values`` with every NaN (and only those) set to 0: max(x, 0) + min(x, 0), where fmax and fmin
+    ignore NaN. Three vectorized operations, several times faster than a select on the mask."""
+    zeroed = np.fmax(values, 0.0)
+    zeroed += np.fmin(values, 0.0)
+    return zeroed
+
+
+def _dot(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise sum of products (a vectorized dot per trial, without the product as a temporary)."""
+    return np.einsum("ij,ij->i", a, b)
+
+
 def ancova(outcome: ArrayLike, group: ArrayLike, baseline: ArrayLike) -> GroupTestResult:
     """``outcome ~ group + baseline`` by least squares per trial; tests the group coefficient.
 
     R: ``summary(lm(change ~ arm + baseline))``, the ``arm`` row. ``group`` True is the IL-2 arm.
+
+    Two groups and one covariate: the least-squares solution is the classic ANCOVA in closed form,
+    from sums within each group (the covariate's pooled within-group slope ``b``): estimate
+    ``(ȳ₁ − ȳ₀) − b (x̄₁ − x̄₀)``, variance ``σ² (1/n₁ + 1/n₀ + (x̄₁ − x̄₀)² / Sxx)``, ``σ²`` from the
+    residuals on ``n − 3`` degrees of freedom — the same numbers as solving the 3×3 normal
+    equations, without a LAPACK call per trial.
     """
     y = _rows("outcome", outcome)
     g = _rows("group", group)
@@ -56,33 +75,38 @@ def ancova(outcome: ArrayLike, group: ArrayLike, baseline: ArrayLike) -> GroupTe
     if not (y.shape == g.shape == b.shape):
         raise InvalidInput("outcome, group and baseline must have the same shape", field="shape")
     w = (np.isfinite(y) & np.isfinite(b)).astype(np.float64)
-    y, b = np.where(w > 0, y, 0.0), np.where(w > 0, b, 0.0)
-    n = w.sum(axis=1)
-    # Centre the covariate per trial: the group coefficient is unchanged and the system better posed.
-    b = np.where(w > 0, b - (w * b).sum(axis=1, keepdims=True) / np.maximum(n, 1)[:, None], 0.0)
-    columns = (w, w * g, w * b)
-    xtx = np.empty((y.shape[0], 3, 3))
-    xty = np.empty((y.shape[0], 3))
-    plain = (np.ones_like(g), g, b)
-    for i in range(3):
-        xty[:, i] = (columns[i] * y).sum(axis=1)
-        for j in range(i, 3):
-            xtx[:, i, j] = xtx[:, j, i] = (columns[i] * plain[j]).sum(axis=1)
-    df = n - 3
-    solvable = (df > 0) & (np.abs(np.linalg.det(xtx)) > 1e-12)
-    safe = np.where(solvable[:, None, None], xtx, np.eye(3))
-    inverse = np.linalg.inv(safe)
-    coef = np.einsum("tij,tj->ti", inverse, np.where(solvable[:, None], xty, 0.0))
-    fitted = coef[:, :1] + coef[:, 1:2] * g + coef[:, 2:3] * b
-    rss = (w * (y - fitted) ** 2).sum(axis=1)
-    sigma2 = np.where(df > 0, rss / np.maximum(df, 1), np.nan)
-    se = np.sqrt(sigma2 * inverse[:, 1, 1])
-    estimate = np.where(solvable, coef[:, 1], np.nan)
+    y, b = _without_nan(y), _without_nan(b)
+    y *= w
+    b *= w
+    in_1 = g * w
+    n, n_1 = w.sum(axis=1), in_1.sum(axis=1)
+    n_0 = n - n_1
     with np.errstate(invalid="ignore", divide="ignore"):
+        sums = [(values.sum(axis=1), _dot(values, in_1)) for values in (y, b)]
+        # Group means (IL-2, control) and each value's deviation from its group's mean.
+        means = [(s_1 / n_1, (s - s_1) / n_0) for s, s_1 in sums]
+    deviations = []
+    for values, (mean_1, mean_0) in zip((y, b), means, strict=True):
+        deviation = g * np.nan_to_num(mean_1 - mean_0)[:, None]
+        deviation += np.nan_to_num(mean_0)[:, None]
+        np.subtract(values, deviation, out=deviation)
+        deviation *= w
+        deviations.append(deviation)
+    dy, db = deviations
+    sxx = _dot(db, db)
+    df = n - 3
+    solvable = (df > 0) & (n_1 * n_0 * sxx > 1e-12)  # the determinant of the normal equations
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(solvable, _dot(db, dy) / np.where(solvable, sxx, 1.0), 0.0)
+        dy -= slope[:, None] * db
+        sigma2 = np.where(df > 0, _dot(dy, dy) / np.maximum(df, 1), np.nan)
+        gap = means[1][0] - means[1][1]
+        estimate = np.where(solvable, means[0][0] - means[0][1] - slope * gap, np.nan)
+        se = np.where(solvable, np.sqrt(sigma2 * (1 / n_1 + 1 / n_0 + gap * gap / sxx)), np.nan)
         statistic = np.where(solvable & (se > 0), estimate / se, 0.0)
     return GroupTestResult(
         estimate=estimate,
-        se=np.where(solvable, se, np.nan),
+        se=se,
         statistic=statistic,
         df=df,
         p_value=np.where(solvable, _t_two_sided(statistic, df), 1.0),
@@ -100,16 +124,20 @@ def welch(values: ArrayLike, group: ArrayLike) -> GroupTestResult:
     if x.shape != g.shape:
         raise InvalidInput("values and group must have the same shape", field="shape")
     finite = np.isfinite(x)
-    stats = []
-    for in_group in (g, ~g):
-        w = (finite & in_group).astype(np.float64)
-        n = w.sum(axis=1)
-        mean = (w * np.where(finite, x, 0.0)).sum(axis=1) / np.maximum(n, 1)
-        squares = (w * (np.where(finite, x, 0.0) - mean[:, None]) ** 2).sum(axis=1)
-        variance = np.where(n > 1, squares / np.maximum(n - 1, 1), np.nan)
-        stats.append((n, mean, variance))
-    (n1, m1, v1), (n0, m0, v0) = stats
+    x = _without_nan(x)
+    in_1 = (finite & g).astype(np.float64)
+    in_0 = (finite & ~g).astype(np.float64)
+    n1, n0 = in_1.sum(axis=1), in_0.sum(axis=1)
+    m1 = _dot(x, in_1) / np.maximum(n1, 1)
+    m0 = _dot(x, in_0) / np.maximum(n0, 1)
+    # Each value's deviation from its group's mean (0 for a missing value).
+    deviation_1 = x - m1[:, None]
+    deviation_1 *= in_1
+    deviation_0 = x - m0[:, None]
+    deviation_0 *= in_0
     with np.errstate(invalid="ignore", divide="ignore"):
+        v1 = np.where(n1 > 1, _dot(deviation_1, deviation_1) / np.maximum(n1 - 1, 1), np.nan)
+        v0 = np.where(n0 > 1, _dot(deviation_0, deviation_0) / np.maximum(n0 - 1, 1), np.nan)
         a, c = v1 / n1, v0 / n0
         se = np.sqrt(a + c)
         statistic = (m1 - m0) / se
