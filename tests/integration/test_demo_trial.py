@@ -19,9 +19,13 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from cmvtrial.adapters.cli.main import app
+from cmvtrial.analysis.derivations import derive_datasets
+from cmvtrial.analysis.report_tables import consort_counts
+from cmvtrial.core.disposition import withdrawal_reason
 from cmvtrial.errors import InvalidInput, Refused
 from cmvtrial.protocols import load_shipped_protocol
 from cmvtrial.services import accounts, demo_trial, subjects, trial_setup
+from cmvtrial.services.analysis_data import build_trial_data
 from cmvtrial.services.audit_verification import verify_audit
 from cmvtrial.simulation.scenarios import load_shipped_scenario
 from cmvtrial.simulation.virtual_trial import simulate_trial
@@ -104,6 +108,8 @@ def test_a_loaded_trial_is_a_real_trial_database(trial_database, uow, admin, dat
                 assert subject.end_of_treatment_date == expected
     assert len(rows) == summary["screened"] and len(allocations) == summary["randomized"]
     assert statuses["screen_failed"] == summary["not_eligible"] + summary["declined_consent"]
+    # No simulated patient of this trial drops out; every one reaches the final visit by AS_OF and completes.
+    assert statuses["completed"] == summary["randomized"] == result.counts["subjects_completed"]
 
     # Doses, adverse events, signatures, queries and proposals: all entered, decided and closed.
     numbers = {subject.id: subject.screening_number for subject in rows}
@@ -175,3 +181,46 @@ def test_a_trial_that_does_not_fit_is_refused_before_anything_is_written(trial_d
         demo_trial.load_virtual_trial(trial_database.session_factory, admin, virtual(simulated, 2), as_of=as_of,
                                       make_password=passwords)
     assert verify_audit(uow).count == before
+
+
+def test_dropouts_are_withdrawn_and_finished_subjects_completed(trial_database, uow, admin, passwords):
+    """Seed 5 has dropouts lost to follow-up and dead as well as subjects who reach FU3M: each
+    subject's end of study is the one its simulated course implies, and the report counts them."""
+    trial = virtual("sle-cmv-il2", 12, seed=5)
+    result = demo_trial.load_virtual_trial(trial_database.session_factory, admin, trial, as_of=AS_OF,
+                                           make_password=passwords, sign=False)
+    assert result.skipped == []
+    by_number = {c["id"]: c for c in trial.candidates}
+    expected, found = {}, {}
+    with uow.reading():
+        allocations = {a.subject_id: a for a in uow.session.scalars(select(Allocation))}
+        for subject in uow.session.scalars(select(Subject).where(Subject.id.in_(list(allocations)))):
+            course = by_number[subject.screening_number]["courses"][allocations[subject.id].arm_id]
+            final = [v for v in course["visits"] if v["visit"] == "FU3M"]
+            dropout = course["dropout"]
+            if final and subject.end_of_treatment_date is not None and date.fromisoformat(final[0]["date"]) <= AS_OF:
+                expected[subject.id] = ("completed", date.fromisoformat(final[0]["date"]), "completed")
+            elif dropout and date.fromisoformat(dropout["date"]) <= AS_OF:
+                reason = withdrawal_reason(dropout["reason"])
+                expected[subject.id] = (reason.status, date.fromisoformat(dropout["date"]), reason.code)
+            found[subject.id] = (subject.status, subject.end_of_study_date, subject.end_of_study_reason)
+            if subject.status in ("withdrawn", "lost_to_follow_up", "died"):  # nothing planned after leaving
+                planned = uow.session.scalars(select(StudyEvent).where(StudyEvent.subject_id == subject.id,
+                                                                       StudyEvent.status == "planned"))
+                assert all(e.target_date <= subject.end_of_study_date for e in planned)
+    assert {k: v for k, v in found.items() if k in expected} == expected
+    statuses = Counter(status for status, _day, _reason in expected.values())
+    assert statuses["completed"] >= 1 and statuses["lost_to_follow_up"] >= 1 and statuses["died"] >= 1
+    assert all(status not in ("withdrawn", "lost_to_follow_up", "died", "completed")
+               for key, (status, _d, _r) in found.items() if key not in expected)
+    assert result.counts["subjects_completed"] == statuses["completed"]
+    assert verify_audit(uow).ok
+
+    accounts.add_user(uow, admin, "stat", PASSWORD, "statistician")
+    data = build_trial_data(uow, accounts.actor_for(uow, "stat"), data_cutoff=AS_OF)
+    follow_up = consort_counts(data, derive_datasets(data).adsl, sorted(a.id for a in data.protocol.arms),
+                               "itt")["follow_up"]
+    assert sum(arm["completed"] for arm in follow_up.values()) == statuses["completed"]
+    assert sum(arm["discontinued"] for arm in follow_up.values()) == statuses["lost_to_follow_up"] + statuses["died"]
+    assert sum(arm["lost_to_follow_up"] for arm in follow_up.values()) == statuses["lost_to_follow_up"]
+
