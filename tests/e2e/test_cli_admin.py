@@ -7,41 +7,16 @@ import re
 import sqlite3
 
 import pytest
+from cli_support import ADMIN_PASSWORD as PASSWORD
+from cli_support import cli, init_trial, one_line_error
 from sqlalchemy import create_engine, make_url, text
-from typer.testing import CliRunner, Result
 
-from cmvtrial.adapters.cli.main import app
-
-PASSWORD = "cli-admin-passphrase"
 USER_PASSWORD = "cli-user-passphrase"
-# Nothing from the caller's environment (e.g. `make test` exports CMVTRIAL_ADMIN_PASSWORD) leaks in.
-CLEAN = {
-    "CMVTRIAL_ADMIN_PASSWORD": None,
-    "CMVTRIAL_ADMIN_USERNAME": None,
-    "CMVTRIAL_DATABASE_URL": None,
-    "CMVTRIAL_USER_PASSWORD": None,
-    "CMVTRIAL_SQLITE_BUSY_TIMEOUT_MS": None,
-    "COLUMNS": "200",
-}
-
-
-def cli(*args: str, input: str | None = None, **env: str) -> Result:
-    return CliRunner().invoke(app, list(args), input=input, env={**CLEAN, **env}, catch_exceptions=False)
-
-
-def one_line_error(result: Result, code: str, exit_code: int = 1) -> str:
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error [{code}]: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture
 def initialised(database_url, protocol_id) -> str:
-    result = cli("init", "--protocol", protocol_id, "--db", database_url, CMVTRIAL_ADMIN_PASSWORD=PASSWORD)
-    assert result.exit_code == 0, result.output
-    return database_url
+    return init_trial(database_url, protocol_id)
 
 
 def test_init_takes_the_password_from_the_environment(database_url, protocol_id):

@@ -5,71 +5,38 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from cli_support import ADMIN_PASSWORD as PASSWORD
+from cli_support import CliTrial, as_admin, init_trial, one_line_error
 from sqlalchemy import func, select
-from typer.testing import CliRunner, Result
 
-from cmvtrial.adapters.cli.main import app
 from cmvtrial.services import accounts, trial_setup
 from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.store.database import open_database
 from cmvtrial.store.tables import AdverseEvent, AuditEvent, LabSafetyProposal, Subject
 
-PASSWORD = "cli-admin-passphrase"
-CLEAN = {"CMVTRIAL_ADMIN_PASSWORD": None, "CMVTRIAL_ADMIN_USERNAME": None, "CMVTRIAL_DATABASE_URL": None,
-         "CMVTRIAL_USER_PASSWORD": None, "COLUMNS": "250"}
 DRUGS = [{"drug": "interleukin-2", "relatedness": "possible", "action_taken": "DRUG INTERRUPTED"},
          {"drug": "ganciclovir", "relatedness": "not_related", "action_taken": "DOSE NOT CHANGED"}]
 RECENT = (date.today() - timedelta(days=3)).isoformat()
 
 
-def cli(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), input=input, env=CLEAN, catch_exceptions=False)
+def _safety_rows(uow: UnitOfWork) -> tuple[int, int, int]:
+    with uow.session_factory() as session:
+        return tuple(session.scalar(select(func.count()).select_from(t)) or 0  # type: ignore[return-value]
+                     for t in (AdverseEvent, LabSafetyProposal, AuditEvent))
 
 
-def one_line_error(result: Result, code: str, exit_code: int) -> str:
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith(f"error [{code}]: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-class Trial:
+class Trial(CliTrial):
     """A CLI-initialised database with sites PKUPH and OTHER, users per role, one subject per site."""
 
-    def __init__(self, url: str, tmp: Path) -> None:
-        self.url, self.tmp = url, tmp
-
-    def run(self, *args: str, user: str | None = "inv", input: str | None = None) -> Result:
-        return cli(*args, "--db", self.url, *(("--as", user) if user else ()), input=input)
-
-    def file(self, name: str, data: object) -> str:
-        path = self.tmp / name
-        path.write_text(json.dumps(data), encoding="utf-8")
-        return str(path)
-
     def counts(self) -> tuple[int, int, int]:
-        database = open_database(self.url)
-        try:
-            with database.session_factory() as session:
-                return tuple(session.scalar(select(func.count()).select_from(t)) or 0  # type: ignore[return-value]
-                             for t in (AdverseEvent, LabSafetyProposal, AuditEvent))
-        finally:
-            database.dispose()
+        return self.read(_safety_rows)
 
 
 @pytest.fixture
 def trial(database_url, protocol_id, tmp_path) -> Trial:
-    result = CliRunner().invoke(app, ["init", "--protocol", protocol_id, "--db", database_url],
-                                env={**CLEAN, "CMVTRIAL_ADMIN_PASSWORD": PASSWORD}, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    database = open_database(database_url)
-    try:
-        uow = UnitOfWork(database.session_factory)
-        admin = accounts.actor_for(uow, "admin")
+    init_trial(database_url, protocol_id)
+    with as_admin(database_url) as (_, uow, admin):
         sites = {code: trial_setup.add_site(uow, admin, code, f"Hospital {code}").id for code in ("PKUPH", "OTHER")}
         for username, role, site in [("inv", "investigator", "PKUPH"), ("coord", "coordinator", "PKUPH"),
                                      ("stat", "statistician", None), ("inv2", "investigator", "OTHER")]:
@@ -81,9 +48,7 @@ def trial(database_url, protocol_id, tmp_path) -> Trial:
                                          protocol_version_id=trial_row.protocol_version_id, status="randomized",
                                          created_at=datetime.now(UTC), created_by_user_id=admin.user_id))
             uow.commit()
-    finally:
-        database.dispose()
-    return Trial(database_url, tmp_path)
+    return Trial(database_url, tmp_path, user="inv")
 
 
 def neutropenia(**changes: object) -> dict[str, object]:

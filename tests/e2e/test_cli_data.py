@@ -8,64 +8,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
-
-from cmvtrial.adapters.cli.main import app
-from cmvtrial.services import accounts
-from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.store.database import open_database
+from cli_support import CliTrial, as_admin, init_trial, one_line_error
+from typer.testing import Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from data_capture_support import HEMATOLOGY, PASSWORD, cmv, counts, make_capture_trial  # noqa: E402
 
-ADMIN_PASSWORD = "cli-admin-passphrase"
-CLEAN = {"CMVTRIAL_ADMIN_PASSWORD": None, "CMVTRIAL_ADMIN_USERNAME": None, "CMVTRIAL_DATABASE_URL": None,
-         "CMVTRIAL_SIGN_PASSWORD": None, "COLUMNS": "250"}
 TODAY = "2025-03-14"
 
 
-class Trial:
-    def __init__(self, url: str, tmp: Path) -> None:
-        self.url, self.tmp = url, tmp
-
-    def run(self, *args: str, user: str | None = "coord", env: dict[str, str] | None = None,
-            input: str | None = None) -> Result:
-        return CliRunner().invoke(app, [*args, "--db", self.url, *(("--as", user) if user else ())],
-                                  env={**CLEAN, **(env or {})}, input=input, catch_exceptions=False)
-
-    def file(self, name: str, data: object) -> str:
-        path = self.tmp / name
-        path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
-        return str(path)
-
+class Trial(CliTrial):
     def counts(self) -> dict[str, object]:
-        database = open_database(self.url)
-        try:
-            return counts(UnitOfWork(database.session_factory))
-        finally:
-            database.dispose()
+        return self.read(counts)
 
 
 @pytest.fixture
 def trial(database_url, protocol_id, tmp_path) -> Trial:
-    result = CliRunner().invoke(app, ["init", "--protocol", protocol_id, "--db", database_url],
-                                env={**CLEAN, "CMVTRIAL_ADMIN_PASSWORD": ADMIN_PASSWORD}, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    database = open_database(database_url)
-    try:
-        uow = UnitOfWork(database.session_factory)
-        make_capture_trial(uow, accounts.actor_for(uow, "admin"))
-    finally:
-        database.dispose()
-    return Trial(database_url, tmp_path)
-
-
-def one_line_error(result: Result, code: str, exit_code: int) -> str:
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith(f"error [{code}]: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
+    init_trial(database_url, protocol_id)
+    with as_admin(database_url) as (_, uow, admin):
+        make_capture_trial(uow, admin)
+    return Trial(database_url, tmp_path, user="coord")
 
 
 def baseline(trial: Trial, **forms: object) -> Result:

@@ -10,55 +10,32 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner, Result
+from cli_support import CliTrial, as_admin, init_trial
 
-from cmvtrial.adapters.cli.main import app
 from cmvtrial.config import load_settings
-from cmvtrial.services import accounts
-from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.store.database import open_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from data_capture_support import counts  # noqa: E402
 from interop_support import make_interop_trial  # noqa: E402
 
-ADMIN_PASSWORD = "cli-admin-passphrase"
-CLEAN = {"CMVTRIAL_ADMIN_PASSWORD": None, "CMVTRIAL_ADMIN_USERNAME": None, "CMVTRIAL_DATABASE_URL": None,
-         "COLUMNS": "250"}
 FHIR = Path(__file__).resolve().parents[1] / "fixtures" / "fhir" / "labs_week3.json"
 PILOT = Path("/work/shared/data/cdiscpilot")
 if not PILOT.exists():
     PILOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot"
 
 
-class Trial:
-    def __init__(self, url: str, tmp: Path) -> None:
-        self.url, self.tmp = url, tmp
-
-    def run(self, *args: str, user: str | None = "dm", db: bool = True) -> Result:
-        extra = [*(("--db", self.url) if db else ()), *(("--as", user) if user else ())]
-        return CliRunner().invoke(app, [*args, *extra], env=CLEAN, catch_exceptions=False)
-
+class Trial(CliTrial):
     def counts(self) -> dict[str, object]:
-        database = open_database(self.url)
-        try:
-            return counts(UnitOfWork(database.session_factory))
-        finally:
-            database.dispose()
+        return self.read(counts)
 
 
 @pytest.fixture
 def trial(database_url, protocol_id, tmp_path) -> Trial:
-    result = CliRunner().invoke(app, ["init", "--protocol", protocol_id, "--db", database_url],
-                                env={**CLEAN, "CMVTRIAL_ADMIN_PASSWORD": ADMIN_PASSWORD}, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    database = open_database(database_url, load_settings())  # with CMVTRIAL_SECRET_KEY: randomizing seals a seed
-    try:
-        uow = UnitOfWork(database.session_factory)
-        make_interop_trial(database, protocol_id, accounts.actor_for(uow, "admin"))
-    finally:
-        database.dispose()
-    return Trial(database_url, tmp_path)
+    init_trial(database_url, protocol_id)
+    # With CMVTRIAL_SECRET_KEY: randomizing seals a seed.
+    with as_admin(database_url, load_settings()) as (database, _, admin):
+        make_interop_trial(database, protocol_id, admin)
+    return Trial(database_url, tmp_path, user="dm")
 
 
 def test_export_sdtm_then_check_it(trial):

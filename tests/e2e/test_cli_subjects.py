@@ -8,38 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from cli_support import cli, init_trial, ok, one_line_error
 
-from cmvtrial.adapters.cli.main import app
-
-PASSWORD = "cli-admin-passphrase"
 USER_PASSWORD = "cli-user-passphrase"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "screening"
-CLEAN = {
-    "CMVTRIAL_ADMIN_PASSWORD": None,
-    "CMVTRIAL_ADMIN_USERNAME": None,
-    "CMVTRIAL_DATABASE_URL": None,
-    "CMVTRIAL_USER_PASSWORD": None,
-    "CMVTRIAL_SQLITE_BUSY_TIMEOUT_MS": None,
-    "COLUMNS": "200",
-}
-
-
-def cli(*args: str, input: str | None = None, **env: str) -> Result:
-    return CliRunner().invoke(app, list(args), input=input, env={**CLEAN, **env}, catch_exceptions=False)
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def one_line_error(result: Result, code: str, exit_code: int = 1) -> str:
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error [{code}]: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def audit_count(db: str) -> int:
@@ -51,7 +23,7 @@ def audit_count(db: str) -> int:
 
 @pytest.fixture
 def db(database_url, protocol_id) -> str:
-    ok(cli("init", "--protocol", protocol_id, "--db", database_url, CMVTRIAL_ADMIN_PASSWORD=PASSWORD))
+    init_trial(database_url, protocol_id)
     ok(cli("site", "add", "PKUPH", "Peking University People's Hospital", "--db", database_url))
     for name, role, site in (("inv", "investigator", "PKUPH"), ("stat", "statistician", None)):
         args = ["user", "add", name, "--role", role, "--db", database_url] + (["--site", site] if site else [])

@@ -12,8 +12,9 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import func, select
+from trial_support import PASSWORD  # noqa: F401 (re-exported for the tests)
+from trial_support import add_sites, add_staff, randomization_scheme
 
-from cmvtrial.services import accounts, trial_setup
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.store.tables import (
@@ -23,25 +24,13 @@ from cmvtrial.store.tables import (
     FormInstance,
     ItemValue,
     Query,
-    RandomizationScheme,
     Signature,
     StudyEvent,
     Subject,
 )
 
-PASSWORD = "a-long-enough-password"
 RANDOMIZED_ON = date(2025, 3, 3)  # a Monday
 IL2, GCV = "interleukin-2", "ganciclovir"
-
-
-def sealed_test_seed(protocol_version_id: int) -> str:
-    """A seed sealed under the tests' CMVTRIAL_SECRET_KEY (conftest), as the services would store it."""
-    from conftest import TEST_SECRET_KEY
-
-    from cmvtrial.services.sealing import SEED_PURPOSE, SecretKey, seal, seed_context
-
-    return seal(SecretKey(TEST_SECRET_KEY.encode(), development=False), SEED_PURPOSE, "test-seed",
-                context=seed_context(protocol_version_id))
 
 
 @dataclass
@@ -80,13 +69,7 @@ def add_subject(uow: UnitOfWork, actor: Actor, site_id: int, number: str, *, arm
             created_by_user_id=actor.user_id))
         uow.audit.record(actor, "subject.register", subject, after=subject)
         if arm is not None:
-            scheme = uow.session.scalar(select(RandomizationScheme))
-            if scheme is None:
-                scheme = RandomizationScheme(protocol_version_id=trial.protocol_version_id, method="permuted_blocks",
-                                             sealed_seed=sealed_test_seed(trial.protocol_version_id), seed_sha256="0" * 64, created_at=created,
-                                             created_by_user_id=actor.user_id)
-                uow.session.add(scheme)
-                uow.session.flush()
+            scheme = randomization_scheme(uow, actor, created)
             allocation = Allocation(subject_id=subject.id, scheme_id=scheme.id, stratum="all", arm_id=arm,
                                     method="permuted_blocks", details={"levels": {"site": "x"}},
                                     allocated_at=created, allocated_by_user_id=actor.user_id)
@@ -98,22 +81,19 @@ def add_subject(uow: UnitOfWork, actor: Actor, site_id: int, number: str, *, arm
 
 
 def make_capture_trial(uow: UnitOfWork, admin: Actor) -> CaptureTrial:
-    site = trial_setup.add_site(uow, admin, "PKUPH", "Peking University People's Hospital")
-    other = trial_setup.add_site(uow, admin, "OTHER", "Another hospital")
-    actors: dict[str, Actor] = {}
-    for username, role, code in [
+    sites = add_sites(uow, admin, "PKUPH", "OTHER")
+    actors = add_staff(uow, admin, [
         ("inv", "investigator", "PKUPH"), ("coord", "coordinator", "PKUPH"), ("mon", "monitor", "PKUPH"),
         ("dm", "data-manager", None), ("stat", "statistician", None), ("inv2", "investigator", "OTHER"),
         ("coord2", "coordinator", "OTHER"),
-    ]:
-        accounts.add_user(uow, admin, username, PASSWORD, role, code)
-        actors[username] = accounts.actor_for(uow, username)
-    il2 = add_subject(uow, admin, site.id, "S-001", arm="il2_gcv")
-    gcv = add_subject(uow, admin, site.id, "S-002", arm="gcv")
-    other_subject = add_subject(uow, admin, other.id, "S-101", arm="il2_gcv")
-    screening = add_subject(uow, admin, site.id, "S-003", arm=None)
+    ])
+    site, other = sites["PKUPH"], sites["OTHER"]
+    il2 = add_subject(uow, admin, site, "S-001", arm="il2_gcv")
+    gcv = add_subject(uow, admin, site, "S-002", arm="gcv")
+    other_subject = add_subject(uow, admin, other, "S-101", arm="il2_gcv")
+    screening = add_subject(uow, admin, site, "S-003", arm=None)
     return CaptureTrial(uow, admin, actors["inv"], actors["coord"], actors["mon"], actors["dm"], actors["stat"],
-                        actors["inv2"], actors["coord2"], site.id, other.id, il2, gcv, other_subject, screening)
+                        actors["inv2"], actors["coord2"], site, other, il2, gcv, other_subject, screening)
 
 
 def counts(uow: UnitOfWork) -> dict[str, Any]:

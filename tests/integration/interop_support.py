@@ -13,42 +13,21 @@ is entered, validated and audited as a site would do it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
-from typing import Any
 
-from cmvtrial.services import (
-    accounts,
-    adverse_events,
-    data_entry,
-    dosing_records,
-    queries,
-    randomizing,
-    screening,
-    trial_setup,
-)
+from data_capture_support import HEMATOLOGY, cmv
+from trial_support import add_sites, add_staff, screening_record
+
+from cmvtrial.services import adverse_events, data_entry, dosing_records, queries, randomizing, screening
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.store.database import Database
 
-PASSWORD = "a-long-enough-password"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "screening"
 RANDOMIZED_ON = date(2025, 3, 3)
 TODAY = date(2025, 3, 24)
 SITE = "PKUPH"
 DOSES = {"interleukin-2": (1, "MIU"), "ganciclovir": (300, "mg")}
-HEMATOLOGY = {"wbc": 5.2, "anc": 3.1, "lymphocytes": 1.4, "platelets": 210, "hemoglobin": 128}
-
-
-def record(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
-
-
-def cmv(on: date, load: float | None = 25000, unit: str = "copies/mL", result: str = "quantified") -> dict[str, Any]:
-    return {"collection_date": on.isoformat(), "result": result,
-            "cmv_dna": {"value": load if result == "quantified" else 0, "unit": unit}}
 
 
 @dataclass
@@ -74,18 +53,16 @@ def clock_at(database: Database, on: date, hour: int = 9) -> UnitOfWork:
 
 def make_interop_trial(database: Database, protocol_id: str, admin: Actor) -> InteropTrial:
     uow = clock_at(database, TODAY)
-    trial_setup.add_site(uow, admin, SITE, "Peking University People's Hospital")
-    actors: dict[str, Actor] = {}
-    for name, role, code in [("inv", "investigator", SITE), ("coord", "coordinator", SITE),
-                             ("mon", "monitor", SITE), ("dm", "data-manager", None), ("stat", "statistician", None)]:
-        accounts.add_user(uow, admin, name, PASSWORD, role, code)
-        actors[name] = accounts.actor_for(uow, name)
+    add_sites(uow, admin, SITE)
+    actors = add_staff(uow, admin, [("inv", "investigator", SITE), ("coord", "coordinator", SITE),
+                                    ("mon", "monitor", SITE), ("dm", "data-manager", None),
+                                    ("stat", "statistician", None)])
     coordinator = actors["coord"]
     day = clock_at(database, RANDOMIZED_ON, 8)
     ids = []
     for number, name in (("S-001", "eligible"), ("S-002", "eligible_iu_mg_dl"), ("S-003", "not_eligible_nyha3")):
         subject = screening.register_subject(day, coordinator, SITE, number)
-        screening.enter_screening_data(day, coordinator, subject.id, record(name))
+        screening.enter_screening_data(day, coordinator, subject.id, screening_record(name))
         ids.append(subject.id)
     first, second, failed = ids
     arms = {}

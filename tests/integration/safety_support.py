@@ -11,31 +11,13 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from trial_support import add_sites, add_staff, randomization_scheme
 
-from cmvtrial.services import accounts, trial_setup
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.store.tables import (
-    AdverseEvent,
-    Allocation,
-    AuditEvent,
-    LabSafetyProposal,
-    RandomizationScheme,
-    Subject,
-)
+from cmvtrial.store.tables import AdverseEvent, Allocation, AuditEvent, LabSafetyProposal, Subject
 
-PASSWORD = "a-long-enough-password"
 IL2, GCV = "interleukin-2", "ganciclovir"
-
-
-def sealed_test_seed(protocol_version_id: int) -> str:
-    """A seed sealed under the tests' CMVTRIAL_SECRET_KEY (conftest), as the services would store it."""
-    from conftest import TEST_SECRET_KEY
-
-    from cmvtrial.services.sealing import SEED_PURPOSE, SecretKey, seal, seed_context
-
-    return seal(SecretKey(TEST_SECRET_KEY.encode(), development=False), SEED_PURPOSE, "test-seed",
-                context=seed_context(protocol_version_id))
 
 
 @dataclass
@@ -72,36 +54,25 @@ def add_subject(uow: UnitOfWork, actor: Actor, site_id: int, screening_number: s
 
 def allocate(uow: UnitOfWork, actor: Actor, subject_id: int, arm_id: str, now: datetime) -> None:
     with uow:
-        trial = uow.trial.current()
-        assert trial is not None
-        scheme = uow.session.scalar(select(RandomizationScheme))
-        if scheme is None:
-            scheme = RandomizationScheme(protocol_version_id=trial.protocol_version_id, method="permuted_blocks",
-                                         sealed_seed=sealed_test_seed(trial.protocol_version_id), seed_sha256="0" * 64, created_at=now,
-                                         created_by_user_id=actor.user_id)
-            uow.session.add(scheme)
-            uow.session.flush()
+        scheme = randomization_scheme(uow, actor, now)
         uow.session.add(Allocation(subject_id=subject_id, scheme_id=scheme.id, stratum="all", arm_id=arm_id,
                                    method="permuted_blocks", allocated_at=now, allocated_by_user_id=actor.user_id))
         uow.commit()
 
 
 def make_safety_trial(uow: UnitOfWork, admin: Actor, now: datetime) -> SafetyTrial:
-    site = trial_setup.add_site(uow, admin, "PKUPH", "Peking University People's Hospital")
-    other = trial_setup.add_site(uow, admin, "OTHER", "Another hospital")
-    actors: dict[str, Actor] = {}
-    for username, role, code in [
+    sites = add_sites(uow, admin, "PKUPH", "OTHER")
+    actors = add_staff(uow, admin, [
         ("inv", "investigator", "PKUPH"), ("coord", "coordinator", "PKUPH"), ("mon", "monitor", "PKUPH"),
         ("stat", "statistician", None), ("dm", "data-manager", None), ("inv2", "investigator", "OTHER"),
-    ]:
-        accounts.add_user(uow, admin, username, PASSWORD, role, code)
-        actors[username] = accounts.actor_for(uow, username)
-    subject_id = add_subject(uow, admin, site.id, "S-001", now)
-    control_id = add_subject(uow, admin, site.id, "S-002", now, subject_number="PKUPH-002")
+    ])
+    site, other = sites["PKUPH"], sites["OTHER"]
+    subject_id = add_subject(uow, admin, site, "S-001", now)
+    control_id = add_subject(uow, admin, site, "S-002", now, subject_number="PKUPH-002")
     allocate(uow, admin, control_id, "gcv", now)
-    other_id = add_subject(uow, admin, other.id, "S-001", now)
+    other_id = add_subject(uow, admin, other, "S-001", now)
     return SafetyTrial(uow, admin, actors["inv"], actors["coord"], actors["mon"], actors["stat"], actors["dm"],
-                       actors["inv2"], site.id, other.id, subject_id, control_id, other_id)
+                       actors["inv2"], site, other, subject_id, control_id, other_id)
 
 
 def drugs(il2: str = "possible", gcv: str = "not_related", il2_action: str = "DOSE NOT CHANGED",

@@ -9,15 +9,14 @@ clone is exactly as eligible as the template.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from trial_support import add_sites, add_staff, screening_record
 
-from cmvtrial.services import accounts, screening, subjects, trial_setup
+from cmvtrial.services import screening, subjects
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.store.tables import (
@@ -31,14 +30,9 @@ from cmvtrial.store.tables import (
     Subject,
 )
 
-PASSWORD = "a-long-enough-password"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "screening"
 CONSENT = date(2024, 5, 18)
 SITE, OTHER = "PKUPH", "OTHER"
-
-
-def record(name: str = "eligible") -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+record = screening_record
 
 
 @dataclass
@@ -70,17 +64,13 @@ class ScreeningTrial:
 
 
 def make_trial(uow: UnitOfWork, admin: Actor) -> ScreeningTrial:
-    site = trial_setup.add_site(uow, admin, SITE, "Peking University People's Hospital")
-    other = trial_setup.add_site(uow, admin, OTHER, "Another hospital")
-    actors: dict[str, Actor] = {}
-    for name, role, code in [
+    sites = add_sites(uow, admin, SITE, OTHER)
+    actors = add_staff(uow, admin, [
         ("inv", "investigator", SITE), ("coord", "coordinator", SITE), ("mon", "monitor", SITE),
         ("dm", "data-manager", None), ("stat", "statistician", None), ("inv2", "investigator", OTHER),
-    ]:
-        accounts.add_user(uow, admin, name, PASSWORD, role, code)
-        actors[name] = accounts.actor_for(uow, name)
+    ])
     return ScreeningTrial(uow, admin, actors["inv"], actors["coord"], actors["mon"], actors["dm"], actors["stat"],
-                          actors["inv2"], site.id, other.id)
+                          actors["inv2"], sites[SITE], sites[OTHER])
 
 
 def snapshot_counts(uow: UnitOfWork) -> dict[str, int]:
