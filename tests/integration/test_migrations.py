@@ -101,3 +101,29 @@ def test_a_database_from_a_newer_cmvtrial_is_refused(database):
 
     with pytest.raises(DatabaseError, match="newer cmvtrial"):
         schema.require_current(database.engine)
+
+
+def test_the_end_of_study_columns_go_down_and_up_with_subjects_in_the_table(trial_database):
+    """0002 adds three columns to a table other tables point at: on a trial with subjects (and their
+    visits) it migrates down to 0001 and up again, keeping every row (no table rebuild on SQLite)."""
+    with trial_database.engine.begin() as connection:
+        version = connection.execute(text("SELECT id FROM protocol_versions")).scalar_one()
+        connection.execute(text("INSERT INTO sites (code, name, active, created_at) VALUES ('A', 'A', true, :t)"),
+                           {"t": "2025-01-01 00:00:00+00:00"})
+        connection.execute(text(
+            "INSERT INTO subjects (site_id, screening_number, protocol_version_id, status, created_at, "
+            "created_by_user_id, end_of_study_date, end_of_study_reason) VALUES "
+            "(1, 'S-1', :v, 'withdrawn', :t, 1, '2025-03-12', 'withdrew_consent')"),
+            {"v": version, "t": "2025-01-01 00:00:00+00:00"})
+        connection.execute(text("INSERT INTO study_events (subject_id, visit_code, repeat_index, status, created_at) "
+                                "VALUES (1, 'SCR', 0, 'done', :t)"), {"t": "2025-01-01 00:00:00+00:00"})
+    schema.downgrade(trial_database.engine, "0001_initial")
+    with trial_database.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("subjects")}
+        assert "end_of_study_date" not in columns
+        assert connection.execute(text("SELECT count(*) FROM subjects")).scalar_one() == 1
+    schema.upgrade(trial_database.engine)
+    with trial_database.engine.connect() as connection:
+        row = connection.execute(text("SELECT screening_number, end_of_study_date FROM subjects")).one()
+        assert (row[0], row[1]) == ("S-1", None)
+        assert connection.execute(text("SELECT count(*) FROM study_events")).scalar_one() == 1
