@@ -36,22 +36,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cmvtrial.core import units
 from cmvtrial.core.expressions import compile_expression
+from cmvtrial.core.units import clean_number
 from cmvtrial.errors import InvalidInput, OutOfRange, UnitError
 
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.protocol import Form, Item, Protocol
 
-#: Significant digits kept on a normalized number: removes binary noise from unit arithmetic
-#: (500 /µL is 0.5 × 10⁹/L, not 0.49999999999999994) without clinical rounding.
-SIGNIFICANT_DIGITS = 12
-
 _NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 _TRUE, _FALSE = {"true", "yes", "y", "1"}, {"false", "no", "n", "0"}
-
-
-def clean_number(value: float) -> float:
-    """``value`` without the noise of floating-point unit arithmetic (12 significant digits)."""
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,14 +38,13 @@ from cmvtrial.core.derived_values import convert_for_item
 from cmvtrial.core.eligibility import derivation_parameters
 from cmvtrial.core.protocol import Protocol
 from cmvtrial.core.screening_record import Quantity, ScreeningRecord
+from cmvtrial.core.units import clean_number
 
 #: The group key whose ``null`` means "none" (docs/screening-record.md), and its stored marker.
 CORTICOSTEROID = "corticosteroid"
 NONE_TAKEN = "none"
 #: A ULN given as a bare number is in the unit of this analyte.
 ULN_OF: dict[str, str] = {"alt_uln": "alt", "ast_uln": "ast", "total_bilirubin_uln": "total_bilirubin"}
-#: Significant digits kept on a normalized number: removes the noise of unit arithmetic only.
-SIGNIFICANT_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,6 @@ def owns(key: str, item_id: str) -> bool:
     return item_id == key or item_id.startswith(key + ".")
 
 
-def _clean(number: float) -> float:
-    return float(f"{number:.{SIGNIFICANT_DIGITS}g}")
-
-
 def _number_text(raw: object) -> str:
     return json.dumps(raw)
 
@@ -117,9 +112,9 @@ class _Normalizer:
         if quantity is None:
             return StoredItem(key, "quantity", entered, None, None, None, target or fallback_unit)
         if target is None:
-            return StoredItem(key, "quantity", entered, quantity.unit, _clean(quantity.value), None, quantity.unit)
+            return StoredItem(key, "quantity", entered, quantity.unit, clean_number(quantity.value), None, quantity.unit)
         number = convert_for_item(key, quantity.value, quantity.unit, target, self.bridges)
-        return StoredItem(key, "quantity", entered, quantity.unit, _clean(number), None, target)
+        return StoredItem(key, "quantity", entered, quantity.unit, clean_number(number), None, target)
 
 
 def screening_items(protocol: Protocol, record: ScreeningRecord, raw: Mapping[str, object]) -> dict[str, StoredItem]:
@@ -140,7 +135,7 @@ def screening_items(protocol: Protocol, record: ScreeningRecord, raw: Mapping[st
             if isinstance(given, Mapping):
                 unit = Quantity.model_validate(given).unit
                 value_unit = unit
-            stored[key] = StoredItem(key, "quantity", _number_text(_raw_number(given)), value_unit, _clean(value), None, "kg")
+            stored[key] = StoredItem(key, "quantity", _number_text(_raw_number(given)), value_unit, clean_number(value), None, "kg")
         elif isinstance(value, Quantity):
             stored[key] = normalizer.quantity(key, given, value, value.unit)
         elif key in ULN_OF:

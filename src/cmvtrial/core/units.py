@@ -20,6 +20,10 @@ from cmvtrial.errors import UnitError
 if TYPE_CHECKING:  # pragma: no cover
     import pint
 
+#: Significant digits kept on a normalized number: removes binary noise from unit arithmetic
+#: (500 /µL is 0.5 × 10⁹/L, not 0.49999999999999994) without clinical rounding.
+SIGNIFICANT_DIGITS = 12
+
 # Canonical UCUM code -> pint expression. "copy" and "iu" are base units of their own, so that a
 # conversion between copies and IU can only come from an assay factor in the protocol.
 _PINT_EXPRESSION: dict[str, str] = {
@@ -239,3 +243,9 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
             value=from_unit,
             expected=target_code,
         ) from None
+
+
+def clean_number(value: float) -> float:
+    """``value`` without the noise of floating-point unit arithmetic (SIGNIFICANT_DIGITS digits), so
+    every module that normalizes a value stores the same number for it."""
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")

@@ -21,10 +21,10 @@ in a transaction of its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from cmvtrial.core import adverse_events as core
 from cmvtrial.core.ctcae import GradeResult, Term, shipped_table
@@ -46,6 +46,8 @@ from cmvtrial.store.safety_repositories import AdverseEventRepository, LabSafety
 from cmvtrial.store.tables import LabSafetyProposal, Subject
 
 LOINC = re.compile(r"\d{1,8}-\d")
+P = ParamSpec("P")
+R = TypeVar("R")
 Outcome = Literal["proposed", "already_pending", "no_action", "not_graded"]
 
 
@@ -100,30 +102,6 @@ class Decision:
 # --- reviewing a value --------------------------------------------------------------------------------
 
 
-def review_lab_value(
-    uow: UnitOfWork,
-    actor: Actor,
-    subject_id: int,
-    term_or_loinc: str,
-    value: float,
-    unit: str,
-    *,
-    observed_on: date,
-    lln: float | None = None,
-    uln: float | None = None,
-    baseline: float | None = None,
-    item_value_id: int | None = None,
-    today: date | None = None,
-) -> LabReview:
-    """Grade a lab value and store what it proposes; bad input (unknown term or unit, negative
-    count, missing limit) raises and changes nothing."""
-    with uow:
-        review = stage_lab_review(uow, actor, subject_id, term_or_loinc, value, unit, observed_on=observed_on,
-                                  lln=lln, uln=uln, baseline=baseline, item_value_id=item_value_id, today=today)
-        uow.commit()
-    return review
-
-
 def stage_lab_review(
     uow: UnitOfWork,
     actor: Actor,
@@ -172,6 +150,31 @@ def stage_lab_review(
         return LabReview("no_action", suggestion.reason, grading=grading)
     return _store_proposal(uow, actor, subject, term, suggestion, grading, loinc=loinc, value=value,
                            unit=grading.unit, observed_on=observed_on, item_value_id=item_value_id)
+
+
+def _in_own_transaction(
+    stage: Callable[Concatenate[UnitOfWork, P], R], name: str, doc: str
+) -> Callable[Concatenate[UnitOfWork, P], R]:
+    """A staged use case in a transaction of its own: committed when it returns, rolled back (changing
+    nothing) when it raises. It takes the staged function's parameters, so they are written once."""
+
+    def run(uow: UnitOfWork, *args: P.args, **kwargs: P.kwargs) -> R:
+        with uow:
+            result = stage(uow, *args, **kwargs)
+            uow.commit()
+        return result
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+review_lab_value = _in_own_transaction(
+    stage_lab_review,
+    "review_lab_value",
+    """Grade a lab value and store what it proposes (parameters as ``stage_lab_review``); bad input
+    (unknown term or unit, negative count, missing limit) raises and changes nothing.""",
+)
 
 
 def _store_proposal(
