@@ -1,6 +1,7 @@
 """`cmvtrial subject | screening | consent | randomize` and the database side of `cmvtrial randomization`.
 
-Thin adapter over services/screening.py, services/randomizing.py and services/randomization_audit.py:
+Thin adapter over services/screening.py, services/randomizing.py, services/randomization_audit.py
+and services/end_of_study.py (`subject withdraw`, `subject complete`):
 each command opens the database, resolves the subject the user named, calls one service and prints
 the answer. A subject is named by its id, ``SITE:SCREENING_NUMBER``, its subject number (once
 randomized) or a screening number unique among the user's sites. Every command takes ``--db`` and
@@ -39,6 +40,8 @@ def register(app: typer.Typer) -> None:
     subject_app.command("register")(subject_register)
     subject_app.command("list")(subject_list)
     subject_app.command("show")(subject_show)
+    subject_app.command("withdraw")(subject_withdraw)
+    subject_app.command("complete")(subject_complete)
     app.add_typer(subject_app, name="subject")
 
     screening_app = typer.Typer(
@@ -165,6 +168,72 @@ def _print_criteria(result: EligibilityResult) -> None:
             shown = (shown + "; " if shown else "") + "missing: " + ", ".join(verdict.missing)
         table.add_row(verdict.id, verdict.kind, verdict.verdict, shown)
     make_console().print(table)
+
+
+TodayOption = Annotated[str | None, typer.Option(
+    "--today", metavar="DATE", help="The date to judge on (YYYY-MM-DD); default: today's local date.",
+    show_default=False)]
+DetailsOption = Annotated[str | None, typer.Option(
+    "--details", help="The reason in words (required for other), or a note.", show_default=False)]
+
+
+def _day(text: str | None, option: str) -> Any:
+    from datetime import date as Date
+
+    from cmvtrial.errors import InvalidInput
+
+    try:
+        return Date.today() if text is None else Date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{option} must be a date YYYY-MM-DD (got {text!r})", field=option, value=text) from None
+
+
+def _print_end(view: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(view.to_dict())
+        return
+    words = f": {view.details}" if view.details else ""
+    cancelled = f"; cancelled: {', '.join(view.cancelled)}" if view.cancelled else ""
+    typer.echo(f"Subject {view.subject} {view.status.replace('_', ' ')} on {view.date.isoformat()} "
+               f"({view.reason_label}{words}; CDISC {view.dsdecod}){cancelled}.")
+
+
+@handles_errors
+def subject_withdraw(
+    subject: SubjectArgument,
+    on_date: Annotated[str, typer.Option("--date", help="The last day the subject took part (YYYY-MM-DD).",
+                                         show_default=False)],
+    reason: Annotated[str, typer.Option("--reason", help="withdrew_consent, lost_to_follow_up, adverse_event, "
+                                        "investigator_decision, death or other.", show_default=False)],
+    details: DetailsOption = None,
+    today: TodayOption = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    as_user: AsOption = None,
+) -> None:
+    """Withdraw a randomized subject from the study (the subject's investigator): visits planned after
+    the date are cancelled, later visits and doses refused. Cannot be undone or repeated."""
+    from cmvtrial.services import end_of_study
+
+    left_on, day = _day(on_date, "--date"), _day(today, "--today")
+    with command_context(db, as_user) as cli:
+        view = end_of_study.withdraw_subject(cli.uow(), cli.actor, cli.subject_id(subject), reason=reason,
+                                             on_date=left_on, today=day, details=details)
+    _print_end(view, as_json)
+
+
+@handles_errors
+def subject_complete(subject: SubjectArgument, details: DetailsOption = None, today: TodayOption = None,
+                     as_json: JsonOption = False, db: DbOption = None, as_user: AsOption = None) -> None:
+    """Record that a subject completed the study (the subject's investigator), once the final visit
+    (FU3M) is done; it is dated by that visit."""
+    from cmvtrial.services import end_of_study
+
+    day = _day(today, "--today")
+    with command_context(db, as_user) as cli:
+        view = end_of_study.complete_subject(cli.uow(), cli.actor, cli.subject_id(subject), today=day,
+                                             details=details)
+    _print_end(view, as_json)
 
 
 # --- screening -----------------------------------------------------------------------------
