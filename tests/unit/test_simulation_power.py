@@ -146,3 +146,10 @@ def test_the_power_curve_refuses_an_unknown_format():
     report = power.estimate_power(scenario("nct04225780"), design("nct04225780"), [5], 50, seed=1)
     with pytest.raises(InvalidInput, match="plot format"):
         power.power_figure(report, "gif")
+
+
+def test_freed_memory_is_kept_under_glibc():
+    """The allocator setting the command and the Dask workers make (a no-op without glibc)."""
+    import platform
+
+    assert power.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

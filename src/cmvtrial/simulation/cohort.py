@@ -121,11 +121,10 @@ _COMPACT_WHEN_FINISHED = 0.25
 # exponents are stored negated so a load costs no negation: e^(-max(x, -80)) = e^(min(-x, 80)).
 _V0, _FAST_T, _FAST_E, _SLOW_T, _SLOW_E, _FAST_W, _SLOW_W = range(7)
 #: Regression sums n, Σt, Σy, Σt², Σty (baseline sample included).
-_SUMS = slice(7, 12)
 _N, _ST, _SY, _STT, _STY = range(7, 12)
-#: Last day alive (dropout), last day seen; with confirmation by several negatives: the current run
+#: Last day seen, last day alive (dropout); with confirmation by several negatives: the current run
 #: of negative samples and the day it started.
-_LAST_ALIVE, _LAST_SEEN, _RUN, _RUN_START = range(12, 16)
+_LAST_SEEN, _LAST_ALIVE, _RUN, _RUN_START = range(12, 16)
 _EXPONENT_CAP = np.float32(80)  # e^80 is far beyond any real load: float32 cannot overflow
 
 
@@ -173,23 +172,13 @@ def _treatment_visits(
     index = np.arange(total)
     buffers = np.empty((5, total), dtype=np.float32)
 
-    # Results for everyone, written when a patient leaves the working set.
-    time = np.zeros(total, dtype=np.int32)
-    done_out = np.zeros(total, dtype=bool)
-    sums = np.zeros((5, total), dtype=np.float32)
+    # What leaves the working set (its patients' indexes, result rows and whether negative), put
+    # back in patient order once at the end: one gather then, instead of a scatter at every exit.
+    results = slice(_N, _RUN_START + 1 if needed > 1 else _LAST_SEEN + 1)
+    leavers: list[tuple[NDArray[np.intp], NDArray[np.float32], NDArray[np.bool_]]] = []
     kept_days = np.full((total, count), -1, dtype=np.int32) if keep_visits else None
     kept_values = np.full((total, count), np.nan) if keep_visits else None
     kept_taken = np.zeros((total, count), dtype=bool) if keep_visits else None
-
-    def write_out(which: NDArray[np.intp]) -> None:
-        target = index[which]
-        finished = done[which]
-        if needed > 1:
-            time[target] = np.where(finished, state[_RUN_START, which], state[_LAST_SEEN, which])
-        else:  # the confirming sample is the last one seen
-            time[target] = state[_LAST_SEEN, which]
-        done_out[target] = finished
-        sums[:, target] = state[_SUMS, which]
 
     for k in range(count):
         n = index.size
@@ -258,13 +247,23 @@ def _treatment_visits(
         live &= ~confirmed
         remaining = np.count_nonzero(live)
         if n - remaining >= _COMPACT_WHEN_FINISHED * n:
-            write_out(np.flatnonzero(~live))
+            gone = np.flatnonzero(~live)
+            leavers.append((index[gone], np.take(state[results], gone, axis=1), done[gone]))
             keep = np.flatnonzero(live)
             index, state = index[keep], np.take(state, keep, axis=1)
             done = np.zeros(keep.size, dtype=bool)  # a finished patient is never kept
             live = np.ones(keep.size, dtype=bool)
-    write_out(np.arange(index.size))
-    return _VisitSummary(time, done_out, sums, kept_days, kept_values, kept_taken)
+    leavers.append((index, state[results], done))
+    position = np.empty(total, dtype=np.intp)
+    position[np.concatenate([patients for patients, _, _ in leavers])] = np.arange(total)
+    rows = np.take(np.concatenate([rows for _, rows, _ in leavers], axis=1), position, axis=1)
+    negative_at_end = np.concatenate([negative for _, _, negative in leavers])[position]
+    seen_last = rows[_LAST_SEEN - _N]
+    if needed > 1:
+        time = np.where(negative_at_end, rows[_RUN_START - _N], seen_last).astype(np.int32)
+    else:  # the confirming sample is the last one seen
+        time = seen_last.astype(np.int32)
+    return _VisitSummary(time, negative_at_end, rows[: _STY - _N + 1], kept_days, kept_values, kept_taken)
 
 
 def simulate_cohort(

@@ -41,6 +41,15 @@ class Probability(_Model):
     source: Source
 
 
+def _outside(draws: NDArray, low: float, high: float) -> NDArray[np.bool_]:
+    """Draws below ``low`` or above ``high`` (an infinite bound is not compared)."""
+    if low == -np.inf:
+        return draws > high
+    if high == np.inf:
+        return draws < low
+    return (draws < low) | (draws > high)
+
+
 def _truncated_standard_normal(rng: np.random.Generator, size: Any, low: float, high: float) -> NDArray:
     """Standard normal draws restricted to [low, high] (z scale).
 
@@ -52,12 +61,12 @@ def _truncated_standard_normal(rng: np.random.Generator, size: Any, low: float, 
     lower, upper = special.ndtr(low), special.ndtr(high)
     if upper - lower >= 0.5:
         draws = rng.standard_normal(size)
-        outside = np.flatnonzero((draws < low) | (draws > high))
+        outside = np.flatnonzero(_outside(draws, low, high))
         flat = draws.reshape(-1)
         while outside.size:
             redraw = rng.standard_normal(outside.size)
             flat[outside] = redraw
-            outside = outside[(redraw < low) | (redraw > high)]
+            outside = outside[_outside(redraw, low, high)]
         return draws
     u = lower + rng.random(size) * (upper - lower)
     return special.ndtri(np.clip(u, 1e-300, 1 - 1e-16))
@@ -91,7 +100,10 @@ class Normal(_Truncatable):
             return np.clip(np.full(size, self.mean), self.low, self.high)
         low = -np.inf if self.low is None else (self.low - self.mean) / self.sd
         high = np.inf if self.high is None else (self.high - self.mean) / self.sd
-        return self.mean + self.sd * _truncated_standard_normal(rng, size, low, high)
+        draws = _truncated_standard_normal(rng, size, low, high)
+        draws *= self.sd
+        draws += self.mean
+        return draws
 
 
 class LogNormal(_Truncatable):
@@ -113,7 +125,10 @@ class LogNormal(_Truncatable):
         mu = np.log(self.median)
         low = -np.inf if not self.low else (np.log(self.low) - mu) / self.sigma
         high = np.inf if self.high is None else (np.log(self.high) - mu) / self.sigma
-        return np.exp(mu + self.sigma * _truncated_standard_normal(rng, size, low, high))
+        draws = _truncated_standard_normal(rng, size, low, high)
+        draws *= self.sigma
+        draws += mu
+        return np.exp(draws, out=draws)
 
 
 class LogitNormal(_Distribution):
@@ -125,7 +140,10 @@ class LogitNormal(_Distribution):
 
     def sample(self, rng: np.random.Generator, size: Any) -> NDArray[np.float64]:
         centre = np.log(self.median / (1 - self.median))
-        return special.expit(centre + self.sigma * rng.standard_normal(size))
+        draws = rng.standard_normal(size)
+        draws *= self.sigma
+        draws += centre
+        return special.expit(draws, out=draws)
 
 
 class Uniform(_Distribution):
@@ -140,7 +158,10 @@ class Uniform(_Distribution):
         return self
 
     def sample(self, rng: np.random.Generator, size: Any) -> NDArray[np.float64]:
-        return self.low + (self.high - self.low) * rng.random(size)
+        draws = rng.random(size)
+        draws *= self.high - self.low
+        draws += self.low
+        return draws
 
 
 class Gamma(_Distribution):

@@ -111,7 +111,12 @@ def draw_patients(
     efficacy.reshape(-1)[which] = kinetics.gcv_efficacy_resistant.sample(rng, which.size)
     daily_fold = kinetics.nk.fold_at_plateau_daily_dosing.sample(rng, shape)
     control_fold = kinetics.nk.control_fold.sample(rng, shape)
-    nk_plateau = np.where(il2, control_fold + (daily_fold - 1.0) * relative, control_fold)
+    # control_fold + (daily_fold - 1) * relative on IL-2, control_fold otherwise (a 0/1 factor: exact).
+    nk_plateau = daily_fold
+    nk_plateau -= 1.0
+    nk_plateau *= relative
+    nk_plateau *= np.asarray(il2, dtype=bool)
+    nk_plateau += control_fold
     return PatientKinetics(
         log10_v0=np.asarray(log10_v0, dtype=np.float64),
         growth_rate=kinetics.growth_rate_per_day.sample(rng, shape),

@@ -380,7 +380,7 @@ def register(app: typer.Typer) -> None:
 
         from cmvtrial.errors import InvalidInput
         from cmvtrial.simulation.design import design_from_protocol
-        from cmvtrial.simulation.power import estimate_power, power_figure
+        from cmvtrial.simulation.power import estimate_power, keep_freed_memory, power_figure
 
         if not 1 <= workers <= MAX_WORKERS:
             raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}", field="workers", value=workers)
@@ -391,6 +391,7 @@ def register(app: typer.Typer) -> None:
         loaded_protocol, loaded_scenario = _load(protocol, scenario)
         design = design_from_protocol(loaded_protocol, loaded_scenario)
         chosen = _parse_sizes(sizes) or [design.planned_per_arm()[design.control_arm]]
+        keep_freed_memory()  # blocks run here by default: reuse freed memory rather than fault in new pages
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
             mapper = _dask(stack, scheduler, workers)
