@@ -16,7 +16,7 @@ A write is counted when the answer is 200 with ``changed: true``.
 How it runs: the trial (a site, a coordinator, ``--subjects`` randomized subjects entered through the
 real screening, consent and randomization services) is prepared in this process; then `cmvtrial
 serve` starts as a subprocess (``--workers`` > 1 runs that many server processes behind one port,
-through uvicorn's own option) and ``--clients`` threads here, each with one keep-alive connection
+`cmvtrial serve --workers`) and ``--clients`` threads here, each with one keep-alive connection
 (stdlib http.client, so the clients cost little CPU), send writes for their own subjects until the
 clock runs out. Requests in the first ``--warmup`` seconds are not counted. Every loop is bounded (by
 the deadline and ``MAX_REQUESTS``) and talks to 127.0.0.1 only. Afterwards the audit chain is
@@ -155,14 +155,11 @@ def free_port() -> int:
 
 @contextmanager
 def served(url: str, workers: int) -> Iterator[int]:
-    """`cmvtrial serve` on a free loopback port (uvicorn with ``workers`` processes when > 1)."""
+    """`cmvtrial serve --workers N` on a free loopback port."""
     port = free_port()
     env = {"CMVTRIAL_SECRET_KEY": BENCH_KEY, **os.environ, "CMVTRIAL_DATABASE_URL": url}
-    if workers == 1:
-        command = [str(Path(sys.executable).with_name("cmvtrial")), "serve", "--host", HOST, "--port", str(port)]
-    else:  # the same app factory, several processes: uvicorn's --factory and --workers
-        command = [sys.executable, "-m", "uvicorn", "--factory", "cmvtrial.adapters.api.app:create_app",
-                   "--host", HOST, "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    command = [str(Path(sys.executable).with_name("cmvtrial")), "serve", "--host", HOST, "--port", str(port),
+               "--workers", str(workers)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

@@ -7,7 +7,9 @@ generic engine then serves every protocol, and exports stay faithful.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, StringConstraints, model_validator
@@ -135,9 +137,14 @@ class Form(_Model):
     repeating: bool = False
     items: tuple[Item, ...] = Field(min_length=1)
 
-    def item_paths(self) -> dict[str, Item]:
-        """Every item by dotted path (``corticosteroid.drug`` for an item in a group)."""
-        return {path: item for top in self.items for path, item in top.walk()}
+    def item_paths(self) -> Mapping[str, Item]:
+        """Every item by dotted path (``corticosteroid.drug`` for an item in a group); read-only,
+        built once per form (every entry of a form asks for it several times)."""
+        return self._item_paths
+
+    @cached_property
+    def _item_paths(self) -> Mapping[str, Item]:
+        return MappingProxyType({path: item for top in self.items for path, item in top.walk()})
 
 
 class CodelistEntry(_Model):

@@ -39,6 +39,8 @@ Entity = Base | tuple[str, object]
 #: The name recorded when nobody is signed in (e.g. a sign-in attempt with an unknown name).
 ANONYMOUS = "(anonymous)"
 _FROM_ENTITY = object()
+#: Key in a session's ``info``: the audit recorder of the unit of work that opened it.
+_RECORDER = "cmvtrial_audit_recorder"
 
 
 def snapshot(value: Any) -> dict[str, Any] | None:
@@ -72,7 +74,7 @@ class AuditRecorder:
         self._head: tuple[int, str] | None = None
         self._pending: list[dict[str, Any]] = []
         self.read_only = False
-        sa_event.listen(session, "do_orm_execute", self._before_reading_the_trail)
+        session.info[_RECORDER] = self
 
     def record(
         self,
@@ -143,9 +145,6 @@ class AuditRecorder:
             self._head = (int(row[0]), str(row[1]))
         return self._head
 
-    def _before_reading_the_trail(self, state: ORMExecuteState) -> None:
-        if self._pending and any(mapper.class_ in (AuditEvent, AuditChainHead) for mapper in state.all_mappers):
-            self.write_pending()
 
     def _identify(self, entity: Entity) -> tuple[str, str]:
         if isinstance(entity, tuple):
@@ -166,6 +165,15 @@ class AuditRecorder:
             return entity.id
         site_id = getattr(entity, "site_id", None)
         return site_id if isinstance(site_id, int) else None
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _before_reading_the_trail(state: ORMExecuteState) -> None:
+    """A query of the audit tables inside a transaction first writes the events it has recorded."""
+    recorder = state.session.info.get(_RECORDER)
+    if recorder is not None and recorder._pending and any(
+            mapper.class_ in (AuditEvent, AuditChainHead) for mapper in state.all_mappers):
+        recorder.write_pending()
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:

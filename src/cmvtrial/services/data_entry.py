@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 
 from cmvtrial.core.form_entry import FormEntry, Finding, computed_inputs, validate_form
 from cmvtrial.core.schedule import ScheduledVisit, end_of_treatment_date, parse_visit_label
@@ -360,6 +360,14 @@ def _combined(scheduled: ScheduledVisit, on_date: date, extra: str | None) -> st
     return "; ".join(text for text in (visits.deviation_text(scheduled, on_date), extra) if text) or None
 
 
+#: A visit's stored instances of some forms, each with its values (none for an empty instance).
+_STORED_FORMS = (
+    select(FormInstance, ItemValue)
+    .outerjoin(ItemValue, and_(ItemValue.form_instance_id == FormInstance.id, ItemValue.item_group_repeat == 0))
+    .where(FormInstance.study_event_id == bindparam("event"), FormInstance.form_id.in_(bindparam("forms", expanding=True)))
+)
+
+
 def _plan_all(uow: UnitOfWork, protocol: Protocol, scheduled: ScheduledVisit, event: StudyEvent | None,
               forms: Mapping[str, object], complete: bool | Sequence[str]) -> list[_FormPlan]:
     submissions = _submissions(scheduled, protocol, forms)
@@ -370,10 +378,13 @@ def _plan_all(uow: UnitOfWork, protocol: Protocol, scheduled: ScheduledVisit, ev
     instances: dict[tuple[str, int], FormInstance] = {}
     rows: dict[int, dict[str, ItemValue]] = {}
     if event is not None:
-        for instance in uow.session.scalars(select(FormInstance).where(FormInstance.study_event_id == event.id)):
+        # The submitted forms' instances with their values, in one round trip.
+        found = uow.session.execute(_STORED_FORMS, {"event": event.id, "forms": sorted({form for form, _, _ in submissions})})
+        for instance, row in found:
             instances[(instance.form_id, instance.form_repeat)] = instance
-            rows[instance.id] = {row.item_id: row for row in uow.session.scalars(
-                select(ItemValue).where(ItemValue.form_instance_id == instance.id, ItemValue.item_group_repeat == 0))}
+            values = rows.setdefault(instance.id, {})
+            if row is not None:
+                values[row.item_id] = row
     plans: list[_FormPlan] = []
     errors: list[tuple[str, CmvtrialError]] = []
     for form_id, repeat, submission in submissions:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cmvtrial.errors import Forbidden, InvalidInput, NotFound, Refused
 from cmvtrial.services import permissions
@@ -97,6 +97,10 @@ def _finding_key(finding: Finding) -> tuple[str, str | None]:
     return (finding.check_id or SOFT_LIMIT, finding.items[0] if finding.items else None)
 
 
+_LIVE_EDIT_CHECK_QUERIES = select(Query).where(
+    Query.form_instance_id == bindparam("instance"), Query.origin == ORIGIN_EDIT_CHECK, Query.status != CLOSED)
+
+
 def sync_edit_check_queries(
     uow: UnitOfWork,
     actor: Actor,
@@ -109,8 +113,7 @@ def sync_edit_check_queries(
 ) -> tuple[list[int], list[int]]:
     """Open a query per finding that has none open yet; when the form's data changed, close the
     edit-check queries whose finding is gone. Returns (opened ids, closed ids)."""
-    existing = list(uow.session.scalars(select(Query).where(
-        Query.form_instance_id == instance.id, Query.origin == ORIGIN_EDIT_CHECK, Query.status != CLOSED)))
+    existing = list(uow.session.scalars(_LIVE_EDIT_CHECK_QUERIES, {"instance": instance.id}))
     row_paths = {row.id: path for path, row in rows.items()}
     live = {(query.edit_check_id, row_paths.get(query.item_value_id or -1)): query for query in existing}
     wanted = {_finding_key(finding): finding for finding in findings}

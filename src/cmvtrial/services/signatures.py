@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cmvtrial.core.audit_chain import canonical_json
 from cmvtrial.core.schedule import parse_visit_label
@@ -105,9 +105,12 @@ def visit_digest(uow: UnitOfWork, event: StudyEvent) -> str:
     return hashlib.sha256(canonical_json(visit_record(uow, event)).encode("utf-8")).hexdigest()
 
 
+_VALID_SIGNATURES = (select(Signature).where(Signature.study_event_id == bindparam("event"),
+                                             Signature.invalidated_at.is_(None)).order_by(Signature.id))
+
+
 def _valid_signatures(uow: UnitOfWork, event: StudyEvent) -> list[Signature]:
-    return list(uow.session.scalars(select(Signature).where(
-        Signature.study_event_id == event.id, Signature.invalidated_at.is_(None)).order_by(Signature.id)))
+    return list(uow.session.scalars(_VALID_SIGNATURES, {"event": event.id}))
 
 
 def invalidate_visit_signatures(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, *,

@@ -58,10 +58,28 @@ class CmvItems:
     sample_date: str | None
 
 
+#: cmv_items per protocol object (a parsed protocol is immutable and kept for the process's life);
+#: the protocol is kept beside its answer so a recycled ``id`` can never match another protocol.
+_CMV_ITEMS: dict[int, tuple[Protocol, CmvItems | None]] = {}
+_CMV_ITEMS_KEPT = 32
+
+
 def cmv_items(protocol: Protocol) -> CmvItems | None:
     """The CMV-DNA form and items: the time-to-event endpoint's measure (as the analyses read it),
     else the first visit-form item in the assay's unit; the category is the code item whose
-    codelist holds the stop rule's result categories."""
+    codelist holds the stop rule's result categories. Worked out once per protocol (every visit
+    write asks)."""
+    known = _CMV_ITEMS.get(id(protocol))
+    if known is not None and known[0] is protocol:
+        return known[1]
+    found = _find_cmv_items(protocol)
+    if len(_CMV_ITEMS) >= _CMV_ITEMS_KEPT:
+        _CMV_ITEMS.clear()  # a process that parses many protocols (the tests) keeps only the recent ones
+    _CMV_ITEMS[id(protocol)] = (protocol, found)
+    return found
+
+
+def _find_cmv_items(protocol: Protocol) -> CmvItems | None:
     measures = [m for e in protocol.endpoints if e.analysis == "kaplan_meier_logrank_cox" for m in e.measures]
     candidates = [tuple(m.split(".", 1)) for m in measures if "." in m]
     primary = protocol.assay.cmv_dna.primary_unit

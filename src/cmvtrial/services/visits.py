@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cmvtrial.core.disposition import ENDED, LEFT_EARLY, exit_reason
 from cmvtrial.core.schedule import (
@@ -161,12 +161,14 @@ def subject_in_scope(uow: UnitOfWork, actor: Actor, action: str, subject_id: int
     return subject
 
 
+_ALLOCATION_AND_SITE = (select(Allocation.arm_id, Allocation.allocated_at, Site.code)
+                        .join(Site, Site.id == bindparam("site")).where(Allocation.subject_id == bindparam("subject")))
+
+
 def treatment_context(uow: UnitOfWork, subject: Subject) -> TreatmentContext:
     """The randomized subject's protocol, arm and randomization date; Refused before randomization."""
     # One round trip for the allocation and the site's code (this runs on every write of a visit).
-    found = uow.session.execute(
-        select(Allocation.arm_id, Allocation.allocated_at, Site.code)
-        .join(Site, Site.id == subject.site_id).where(Allocation.subject_id == subject.id)).one_or_none()
+    found = uow.session.execute(_ALLOCATION_AND_SITE, {"subject": subject.id, "site": subject.site_id}).one_or_none()
     if found is None:
         raise Refused(f"subject {subject_label(subject)} is not randomized (status {subject.status}): "
                       "the calendar, visit data and doses start at randomization", field="subject", value=subject.id)
@@ -175,8 +177,11 @@ def treatment_context(uow: UnitOfWork, subject: Subject) -> TreatmentContext:
                             allocated_at.date())
 
 
+_SUBJECT_EVENTS = select(StudyEvent).where(StudyEvent.subject_id == bindparam("subject"))
+
+
 def stored_events(uow: UnitOfWork, subject_id: int) -> dict[VisitKey, StudyEvent]:
-    rows = uow.session.scalars(select(StudyEvent).where(StudyEvent.subject_id == subject_id))
+    rows = uow.session.scalars(_SUBJECT_EVENTS, {"subject": subject_id})
     return {(row.visit_code, row.repeat_index): row for row in rows}
 
 

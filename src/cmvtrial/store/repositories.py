@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from cmvtrial.errors import NotFound
@@ -113,6 +113,10 @@ class TrialRepository(Repository[Trial]):
         return self.session.get(Trial, 1)
 
 
+_LOCK_SUBJECT = (select(Subject).where(Subject.id == bindparam("id")).with_for_update()
+                 .execution_options(populate_existing=True))
+
+
 class SubjectRepository(Repository[Subject]):
     model = Subject
     noun = "subject"
@@ -125,8 +129,7 @@ class SubjectRepository(Repository[Subject]):
         held: set[int] = self.session.info.setdefault("locked_subjects", set())
         if subject_id in held:
             return self.session.get(Subject, subject_id)
-        query = select(Subject).where(Subject.id == subject_id).with_for_update()
-        subject = self.session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+        subject = self.session.scalars(_LOCK_SUBJECT, {"id": subject_id}).one_or_none()
         if subject is not None:
             held.add(subject_id)
         return subject
