@@ -124,7 +124,20 @@ def test_a_body_that_does_not_fit_the_schema_names_each_field(web_trial, payload
 def test_malformed_json_is_invalid_input(web_trial):
     client = web_trial.client()
     headers = {**web_trial.bearer("admin"), "content-type": "application/json"}
-    assert_problem(client.post("/api/v1/sites", content=b'{"code": "SITEC",', headers=headers), 422, "invalid_input")
+    body = assert_problem(client.post("/api/v1/sites", content=b'{"code": "SITEC",', headers=headers), 422, "invalid_input")
+    assert body["errors"][0]["field"] == "body"
+    assert body["errors"][0]["message"].startswith("the body is not valid JSON at character ")
+
+
+@pytest.mark.parametrize("content", [b'{"code": "\xff", "name": "X"}', b'\xc3\x28'], ids=["invalid-utf8", "truncated-utf8"])
+def test_a_body_that_cannot_be_decoded_is_the_documented_422_and_changes_nothing(web_trial, content):
+    """FastAPI answers 400 for a body it cannot decode; every operation documents 422 for bad input."""
+    client = web_trial.client()
+    headers = {**web_trial.bearer("admin"), "content-type": "application/json"}
+    sites, events = web_trial.count(Site), web_trial.audit_count()
+    body = assert_problem(client.post("/api/v1/sites", content=content, headers=headers), 422, "invalid_input")
+    assert body["errors"] == [{"field": "body", "message": "the request body could not be read as JSON in UTF-8"}]
+    assert (web_trial.count(Site), web_trial.audit_count()) == (sites, events)
 
 
 def test_not_found_forbidden_and_refused_from_real_services(web_trial):

@@ -177,6 +177,12 @@ def validation_problem(request: Request, error: RequestValidationError) -> JSONR
     """A request that does not fit the schema, with one entry per offending field."""
     errors = []
     for item in error.errors():
+        if item.get("type") == "json_invalid":  # its location is a character position, not a field
+            position = next((part for part in item.get("loc", ()) if isinstance(part, int)), None)
+            reason = (item.get("ctx") or {}).get("error")
+            where = f" at character {position}" if position is not None else ""
+            errors.append({"field": "body", "message": f"the body is not valid JSON{where}" + (f" ({reason})" if reason else "")})
+            continue
         location = [str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path", "header")]
         errors.append({"field": ".".join(location) or "body", "message": str(item.get("msg", "invalid"))})
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
@@ -191,6 +197,12 @@ def validation_problem(request: Request, error: RequestValidationError) -> JSONR
 
 
 def http_problem(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 400:
+        # FastAPI's answer to a body it cannot even decode (not UTF-8, say): bad input like any
+        # other, so the same 422 every operation documents, not an undocumented 400.
+        return problem_response(request, status=422, title="Invalid input", code="invalid_input",
+                                detail="body: the request body could not be read as JSON in UTF-8",
+                                errors=[{"field": "body", "message": "the request body could not be read as JSON in UTF-8"}])
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(error.status_code, f"http_{error.status_code}")
     detail = {404: f"no API route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
