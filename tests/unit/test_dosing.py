@@ -15,12 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cmvtrial.core.administrations import check_administration, dosing_days, is_dosing_day
 from cmvtrial.core.dosing import (
-    check_administration,
-    dosing_days,
     find_regimen,
     interval_hours,
-    is_dosing_day,
     item_for_loinc,
     judge_holds,
     round_dose,

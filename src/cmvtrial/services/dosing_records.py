@@ -2,7 +2,7 @@
 
 Every dose given, held or missed is one row: drug, dose and unit, route, date and time, who gave it,
 the reason for a hold or a change, and — when the dose was calculated here — the inputs it came
-from. The rules are the core's (``core.dosing.check_administration``), applied to the subject's
+from. The rules are the core's (``core.administrations.check_administration``), applied to the subject's
 *stored* facts: their arm (a drug the arm does not receive is refused, ``DrugNotInArm``), their
 randomization date and their end of treatment (a dose after the first negative CMV-DNA is refused,
 ``OutsideTreatmentPeriod``), and the day they left the trial (a dose after a withdrawal is refused,
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from cmvtrial.core.dosing import HOURS_PER_DAY, check_administration, find_regimen, weight_based_dose
+from cmvtrial.core.administrations import check_administration
+from cmvtrial.core.dosing import HOURS_PER_DAY, find_regimen, weight_based_dose
 from cmvtrial.core.schedule import parse_visit_label
 from cmvtrial.errors import AlreadyExists, InvalidInput, NotFound
 from cmvtrial.services import permissions, visits
