@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from datetime import date
 
@@ -30,9 +31,26 @@ def test_the_statistician_downloads_the_report_and_the_datasets(web_trial):
     assert stat.get("/exports/adam/ADTTE.csv").text.startswith("STUDYID")
 
 
+def test_the_statistician_downloads_one_subjects_fhir_bundle_chosen_by_pseudonym(web_trial):
+    client, coord = web_trial.client(), web_trial.bearer("coord-a")
+    subject = randomized_subject(client, coord, "SITEA", "S-1", consent_on=date(2025, 3, 10))["subject_id"]
+    stat = signed_in(web_trial, "stat")
+    page = stat.get("/reports").text
+    assert 'action="/exports/fhir"' in page
+    pseudonym = re.search(r'<option value="(P[0-9A-F]{10})"', page).group(1)
+    events = web_trial.audit_count()
+    bundle = stat.get(f"/exports/fhir?subject={pseudonym}")
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("application/fhir+json")
+    assert bundle.json()["resourceType"] == "Bundle" and "S-1" not in bundle.text
+    assert web_trial.audit_count() == events + 1  # the export is audited
+    unknown = stat.get("/exports/fhir?subject=P0000000000")
+    assert unknown.status_code == 404 and "no subject has the pseudonym" in unknown.text
+    assert stat.get("/exports/fhir").status_code == 422  # no subject chosen
+
+
 @pytest.mark.parametrize("username", ["coord-a", "mon-a", "admin"])
 def test_other_roles_get_no_report_page(web_trial, username):
     client = signed_in(web_trial, username)
-    for path in ("/reports", "/reports/trial.html", "/exports/adam.zip"):
+    for path in ("/reports", "/reports/trial.html", "/exports/adam.zip", "/exports/fhir?subject=P0000000000"):
         assert client.get(path).status_code == 403, path
     assert 'href="/reports"' not in client.get("/").text

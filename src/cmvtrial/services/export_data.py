@@ -286,6 +286,17 @@ def record_export(uow: UnitOfWork, actor: Actor, what: str, details: Mapping[str
         uow.commit()
 
 
+def randomized_pseudonyms(uow: UnitOfWork, actor: Actor) -> list[tuple[str, str]]:
+    """(pseudonym, site code) of every randomized subject, sorted: what a statistician chooses from
+    to export one subject (the exports never name a subject otherwise)."""
+    permissions.require(actor, "data.export")
+    with uow.reading():
+        name = pseudonymizer(uow)
+        rows = uow.session.execute(select(Site.code, Subject.screening_number).join(Site, Site.id == Subject.site_id)
+                                   .where(Subject.subject_number.is_not(None)))
+        return sorted((name(code, number), code) for code, number in rows)
+
+
 def subject_by_pseudonym(uow: UnitOfWork, actor: Actor, reference: str) -> int:
     """The database id of the subject an export names ``reference`` (its pseudonym, or USUBJID)."""
     permissions.require(actor, "data.export")

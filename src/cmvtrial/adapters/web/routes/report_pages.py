@@ -10,12 +10,19 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from cmvtrial.adapters.api.deps import ContextDep
-from cmvtrial.adapters.api.routers.reports import Population, adam_files, attachment, trial_report, zipped
+from cmvtrial.adapters.api.routers.reports import (
+    Population,
+    adam_files,
+    attachment,
+    fhir_bundle,
+    trial_report,
+    zipped,
+)
 from cmvtrial.adapters.web.rendering import render
 from cmvtrial.adapters.web.routes.deps import PageActor
 from cmvtrial.adapters.web.routes.page_support import today
 from cmvtrial.errors import InvalidInput
-from cmvtrial.services import permissions, trial_setup
+from cmvtrial.services import export_data, permissions, trial_setup
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,7 +44,16 @@ def reports_page(request: Request, actor: PageActor, context: ContextDep) -> Res
     permissions.require(actor, "analysis.run")
     status = trial_setup.trial_status(context.uow(), actor)
     return render(request, "reports.html", actor=actor, title="Reports and exports", trial=status,
-                  today=today(context), datasets=("ADSL", "ADTTE", "ADLB"))
+                  today=today(context), datasets=("ADSL", "ADTTE", "ADLB"),
+                  pseudonyms=export_data.randomized_pseudonyms(context.uow(), actor))
+
+
+@router.get("/exports/fhir")
+def fhir_download(actor: PageActor, context: ContextDep,
+                  subject: Annotated[str, Query(min_length=1, max_length=64)]) -> Response:
+    """One subject's FHIR R4 Bundle, chosen on the reports page by pseudonym (the API names the
+    subject by its database id: ``GET /api/v1/exports/fhir/{id}.json``)."""
+    return fhir_bundle(export_data.subject_by_pseudonym(context.uow(), actor, subject), actor, context)
 
 
 @router.get("/reports/trial.html")
