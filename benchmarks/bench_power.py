@@ -11,6 +11,12 @@ Measures, on this machine, for two-arm trials of 100 patients (50 per arm):
 5. the whole power computation on a Dask ``LocalCluster`` of 1 and of 2 worker processes (one
    thread each; the cluster's start-up is not timed), for the speed-up per worker.
 
+Every run does what ``cmvtrial simulate power`` does, including :func:`keep_freed_memory` in the
+process that runs the blocks. Besides wall-clock rates it reports CPU seconds per 10,000 trials
+(``time.process_time`` in-process, the workers' ``getrusage`` on Dask), which other processes on a
+shared machine disturb much less, and the load average during the run: write the rows to the docs
+only from a run on an otherwise idle machine.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_power.py            # print the rows
@@ -57,27 +63,40 @@ def load():
     return scenario, design_from_protocol(protocol, scenario)
 
 
-def whole_power(trials: int, workers: int = 1, repeats: int = 3) -> float:
+def whole_power(trials: int, workers: int = 1, repeats: int = 3) -> tuple[float, float]:
+    """(trials per second, CPU seconds per 10,000 trials), best of ``repeats``. The CPU time is this
+    process's (in-process runs only; a process pool's workers are not counted: NaN)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from cmvtrial.simulation.power import estimate_power
+    from cmvtrial.simulation.power import estimate_power, keep_freed_memory
 
     scenario, design = load()
-    best = np.inf
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    keep_freed_memory()
+    best, best_cpu = np.inf, np.inf
+    with ProcessPoolExecutor(max_workers=workers, initializer=keep_freed_memory) as pool:
         mapper = None if workers == 1 else (lambda function, tasks: pool.map(function, tasks))
         estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=mapper)  # warm up
         for repeat in range(repeats):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=mapper)
             best = min(best, time.perf_counter() - started)
-    return trials / best
+            best_cpu = min(best_cpu, time.process_time() - cpu)
+    return trials / best, (best_cpu * 10_000 / trials if workers == 1 else float("nan"))
 
 
-def dask_power(trials: int, sizes: tuple[int, ...] = (1, 2), repeats: int = 4) -> dict[int, float]:
-    """Trials per second on local Dask clusters of each size in ``sizes`` (worker processes, one
-    thread each; start-up not timed). The clusters are measured in turns, best of ``repeats`` each,
-    so that load from other processes on a shared machine hits them alike."""
+def _process_cpu_seconds() -> float:
+    """CPU seconds of the calling process (run on each Dask worker through ``client.run``)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def dask_power(trials: int, sizes: tuple[int, ...] = (1, 2), repeats: int = 4) -> dict[int, tuple[float, float]]:
+    """(trials per second, the workers' CPU seconds per 10,000 trials) on local Dask clusters of each
+    size in ``sizes`` (worker processes, one thread each; start-up not timed). The clusters are
+    measured in turns, best of ``repeats`` each, so that load from other processes on a shared
+    machine hits them alike."""
     import contextlib
     import logging
 
@@ -86,20 +105,24 @@ def dask_power(trials: int, sizes: tuple[int, ...] = (1, 2), repeats: int = 4) -
     from cmvtrial.simulation.power import LOCAL_CLUSTER_HTTP, dask_mapper, estimate_power
 
     scenario, design = load()
-    best = dict.fromkeys(sizes, np.inf)
+    best, best_cpu = dict.fromkeys(sizes, np.inf), dict.fromkeys(sizes, np.inf)
     with contextlib.ExitStack() as stack:
-        mappers = {}
+        clients = {}
         for workers in sizes:
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                        dashboard_address=LOCAL_CLUSTER_HTTP, silence_logs=logging.ERROR))
-            mappers[workers] = dask_mapper(stack.enter_context(Client(cluster)))
-            estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=mappers[workers])  # warm up
+            clients[workers] = stack.enter_context(Client(cluster))
+            estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=dask_mapper(clients[workers]))  # warm up
         for repeat in range(repeats):
-            for workers, mapper in mappers.items():
+            for workers, client in clients.items():
+                before = client.run(_process_cpu_seconds)
                 started = time.perf_counter()
-                estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=mapper)
+                estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=dask_mapper(client))
                 best[workers] = min(best[workers], time.perf_counter() - started)
-    return {workers: trials / seconds for workers, seconds in best.items()}
+                after = client.run(_process_cpu_seconds)
+                cpu = sum(after[worker] - before[worker] for worker in after)
+                best_cpu[workers] = min(best_cpu[workers], cpu * 10_000 / trials)
+    return {workers: (trials / best[workers], best_cpu[workers]) for workers in sizes}
 
 
 def simulated_trials(trials: int):
@@ -149,8 +172,8 @@ def peak_memory_mb(trials: int) -> float:
     over the parent's peak at fork time."""
     code = (
         "import sys; sys.path.insert(0, %r); import bench_power as b; "
-        "from cmvtrial.simulation.power import estimate_power; s, d = b.load(); "
-        "estimate_power(s, d, [%d], %d, seed=0); "
+        "from cmvtrial.simulation.power import estimate_power, keep_freed_memory; s, d = b.load(); "
+        "keep_freed_memory(); estimate_power(s, d, [%d], %d, seed=0); "
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
     ) % (str(Path(__file__).parent), PER_ARM, trials)
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
@@ -159,20 +182,23 @@ def peak_memory_mb(trials: int) -> float:
 
 def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
     today = datetime.date.today().isoformat()
-    machine = f"{os.cpu_count()} CPUs, {cpu_model()}"
+    load_before = os.getloadavg()[0]
     memory = peak_memory_mb(memory_trials)
-    whole = whole_power(trials)
-    parallel = whole_power(trials, workers=2)
+    whole, cpu = whole_power(trials)
+    parallel, _ = whole_power(trials, workers=2)
     dask = dask_power(trials)
-    dask_one, dask_two = dask[1], dask[2]
+    (dask_one, cpu_one), (dask_two, cpu_two) = dask[1], dask[2]
     kernels = batched_survival(trials)
     loop = lifelines_loop(lifelines_trials)
+    load = max(load_before, os.getloadavg()[0])
+    machine = f"{os.cpu_count()} CPUs, {cpu_model()}, load ≤ {load:.1f}"
     return [
         f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, Welch ({trials} trials × 100 patients) "
-        f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop) |",
+        f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop); {cpu:.2f} CPU s per 10,000 trials |",
         f"| {today} | {machine} | the same in 2 local processes (a process pool) | {parallel:,.0f} trials/s |",
         f"| {today} | {machine} | the same on a Dask LocalCluster, 1 / 2 worker processes (`--workers 2`) "
-        f"| {dask_one:,.0f} / {dask_two:,.0f} trials/s (speed-up {dask_two / dask_one:.2f}× with 2 workers) |",
+        f"| {dask_one:,.0f} / {dask_two:,.0f} trials/s (speed-up {dask_two / dask_one:.2f}× with 2 workers); "
+        f"workers' CPU s per 10,000 trials {cpu_one:.2f} / {cpu_two:.2f} |",
         f"| {today} | {machine} | batched log-rank + Cox only ({trials} trials × 100 patients) | {kernels:,.0f} trials/s |",
         f"| {today} | {machine} | lifelines loop, log-rank + CoxPHFitter ({lifelines_trials} trials × 100 patients) "
         f"| {loop:,.1f} trials/s |",
