@@ -17,14 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cmvtrial.analysis.adsl import population_frame
 from cmvtrial.analysis.analysis_visits import UNSCHEDULED, assign_visits, visit_slots
-from cmvtrial.analysis.derivations import (
-    CMV_PARAMCD,
-    analysis_setup,
-    change_at_visit,
-    derive_datasets,
-    population_frame,
-)
+from cmvtrial.analysis.derivations import CMV_PARAMCD, analysis_setup, change_at_visit, derive_datasets
 from cmvtrial.analysis.trial_data import (
     AdverseEventRecord,
     DoseRecord,

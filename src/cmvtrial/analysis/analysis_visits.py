@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.protocol import Protocol
 
 UNSCHEDULED = "Unscheduled"
+#: One day: a date difference divided by it is a study day.
+DAY = np.timedelta64(1, "D")
 BASELINE = "Baseline"
 
 

@@ -313,7 +313,8 @@ def consort_figure(consort: Mapping[str, Any], arms: Sequence[str], labels: Mapp
 def report_figures(results: Mapping[str, Any], datasets: AnalysisDatasets, *, fmt: str = "svg") -> dict[str, bytes]:
     """Every figure of the report, keyed ``consort``, ``km_<endpoint>``, ``trajectories_<endpoint>``,
     ``change_<endpoint>`` and ``forest``."""
-    from cmvtrial.analysis.derivations import CMV_PARAMCD, change_at_visit, population_frame
+    from cmvtrial.analysis.adsl import population_frame
+    from cmvtrial.analysis.derivations import CMV_PARAMCD, change_at_visit
 
     setup = datasets.setup
     arms = [results["treated_arm"], results["reference_arm"]]

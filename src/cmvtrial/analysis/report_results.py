@@ -37,14 +37,13 @@ import numpy as np
 import pandas as pd
 
 from cmvtrial.analysis.ancova import adjust_p_values, ancova
+from cmvtrial.analysis.adsl import POPULATIONS, population_frame
 from cmvtrial.analysis.derivations import (
     CMV_PARAMCD,
-    POPULATIONS,
     AnalysisDatasets,
     change_at_visit,
     derive_datasets,
     paramcd,
-    population_frame,
     visit_code_for_change,
 )
 from cmvtrial.analysis.mixed_model import fit_decline_model, visit_means

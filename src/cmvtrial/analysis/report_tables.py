@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from cmvtrial.analysis.derivations import POPULATIONS
+from cmvtrial.analysis.adsl import POPULATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.analysis.trial_data import TrialData

@@ -248,7 +248,7 @@ def report(
     as_user: AsOption = None,
 ) -> None:
     """Build the trial report: CONSORT, baseline, every seed outcome with its table and figure, safety, data quality."""
-    from cmvtrial.analysis.derivations import POPULATIONS
+    from cmvtrial.analysis.adsl import POPULATIONS
     from cmvtrial.errors import InvalidInput
 
     if population not in POPULATIONS:
