@@ -77,6 +77,9 @@ class Result:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds the server processes and these clients used while writes were counted.
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     @property
     def writes(self) -> int:
@@ -88,6 +91,11 @@ class Result:
 
     def percentile(self, p: int) -> float:
         return statistics.quantiles(self.latencies_ms, n=100)[p - 1]
+
+    def cpu_note(self) -> str:
+        per_write = 1000 / max(self.writes, 1)
+        return (f"{self.backend}: server CPU {self.server_cpu_s * per_write:.2f} ms a write, "
+                f"clients {self.client_cpu_s * per_write:.2f} ms a write")
 
     def row(self, machine: str) -> str:
         errors = sum(self.errors.values())
@@ -153,8 +161,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return total + sum(process_cpu_seconds(int(child)) for child in children)
+
+
 @contextmanager
-def served(url: str, workers: int) -> Iterator[int]:
+def served(url: str, workers: int) -> Iterator[tuple[int, int]]:
     """`cmvtrial serve --workers N` on a free loopback port."""
     port = free_port()
     env = {"CMVTRIAL_SECRET_KEY": BENCH_KEY, **os.environ, "CMVTRIAL_DATABASE_URL": url}
@@ -176,7 +195,7 @@ def served(url: str, workers: int) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not answer within 30 s")
             time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -207,7 +226,7 @@ def hematology(n: int) -> dict[str, object]:
 
 
 def load(port: int, token: str, subject_ids: list[int], clients: int, seconds: float, warmup: float,
-         backend: str, workers: int) -> Result:
+         backend: str, workers: int, server_pid: int) -> Result:
     result = Result(backend, clients, workers, seconds)
     lock = threading.Lock()
     begin = threading.Barrier(clients + 1)
@@ -256,6 +275,11 @@ def load(port: int, token: str, subject_ids: list[int], clients: int, seconds: f
     now = time.perf_counter()
     times.update(counted_from=now + warmup, deadline=now + warmup + seconds)
     begin.wait()
+    time.sleep(max(0.0, times["counted_from"] - time.perf_counter()))
+    server_from, client_from = process_cpu_seconds(server_pid), time.process_time()
+    time.sleep(max(0.0, times["deadline"] - time.perf_counter()))
+    result.server_cpu_s = process_cpu_seconds(server_pid) - server_from
+    result.client_cpu_s = time.process_time() - client_from
     for thread in threads:
         thread.join()
     return result
@@ -279,9 +303,9 @@ def check(url: str, writes: int) -> None:
 
 def run(backend: str, url: str, args: argparse.Namespace) -> Result:
     ids = prepare(url, args.subjects)
-    with served(url, args.workers) as port:
+    with served(url, args.workers) as (port, pid):
         token = bearer_token(port)
-        result = load(port, token, ids, args.clients, args.seconds, args.warmup, backend, args.workers)
+        result = load(port, token, ids, args.clients, args.seconds, args.warmup, backend, args.workers, pid)
     check(url, result.writes)
     return result
 
@@ -330,6 +354,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     for result in results:
+        print(result.cpu_note())
         if result.errors:
             print(f"{result.backend}: errors {result.errors}", file=sys.stderr)
     if args.write:

@@ -96,3 +96,50 @@ def test_a_writer_waiting_past_the_busy_timeout_is_refused_with_a_domain_error(t
     with engine.begin() as connection:  # and the refused writer left the lock free
         connection.exec_driver_sql("INSERT INTO t VALUES (1)")
     engine.dispose()
+
+
+def test_writers_of_separate_processes_take_turns_on_the_file_lock(tmp_path):
+    """Two engines on one file stand for two processes (each holds its own lock-file descriptor,
+    and flock locks belong to the descriptor): their writers interleave without a lost update and
+    without ever meeting SQLite's busy handler."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = make_engine(url), make_engine(url)
+    with first.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE counter (n INTEGER)")
+        connection.exec_driver_sql("INSERT INTO counter VALUES (0)")
+
+    def writer(engine) -> None:
+        for _ in range(40):
+            with engine.begin() as connection:
+                value = connection.execute(text("SELECT n FROM counter")).scalar_one()
+                connection.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
+
+    threads = [threading.Thread(target=writer, args=(engine,)) for engine in (first, second, first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with first.connect() as connection:
+        assert connection.execute(text("SELECT n FROM counter")).scalar_one() == 160
+    assert (tmp_path / "shared.db-writer.lock").exists()
+    first.dispose()
+    second.dispose()
+
+
+def test_a_process_waiting_for_the_file_lock_past_the_busy_timeout_is_refused(tmp_path):
+    from cmvtrial.config import load_settings
+
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    holder_engine = make_engine(url)
+    waiter_engine = make_engine(url, load_settings(sqlite_busy_timeout_ms=200))
+    with holder_engine.begin() as holding:
+        holding.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        began = time.monotonic()
+        with pytest.raises(DatabaseLocked, match="another process held the database"):
+            with waiter_engine.begin():
+                pass
+        assert 0.15 < time.monotonic() - began < 2
+    with waiter_engine.begin() as connection:  # the refused writer holds nothing: it can write now
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    holder_engine.dispose()
+    waiter_engine.dispose()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -49,12 +50,7 @@ def snapshot(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, Base):
-        mapper = sa_inspect(type(value))
-        return {
-            column.key: getattr(value, column.key)
-            for column in mapper.column_attrs
-            if column.columns[0].info.get("audit") != "withheld"
-        }
+        return {key: getattr(value, key) for key in _audited_columns(type(value))}
     if isinstance(value, Mapping):
         return dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -62,6 +58,13 @@ def snapshot(value: Any) -> dict[str, Any] | None:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     raise TypeError(f"cannot audit a {type(value).__name__}; pass a row, a mapping, a dataclass or a model")
+
+
+@cache
+def _audited_columns(table: type[Base]) -> tuple[str, ...]:
+    """A mapped class's column attributes the trail shows (all but the withheld ones), in order."""
+    return tuple(column.key for column in sa_inspect(table).column_attrs
+                 if column.columns[0].info.get("audit") != "withheld")
 
 
 class AuditRecorder:
