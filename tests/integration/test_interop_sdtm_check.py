@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cmvtrial.adapters.interop.dataset_files import parse_formats, read_csv
-from cmvtrial.adapters.interop.sdtm import number_text, study_day
+from cmvtrial.adapters.interop.sdtm_records import number_text, study_day
 from cmvtrial.adapters.interop.sdtm_check import check_datasets, check_folder
 from cmvtrial.adapters.interop.xpt import ascii_text, read_xpt, write_xpt
 from cmvtrial.errors import InvalidInput

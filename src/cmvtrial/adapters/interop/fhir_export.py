@@ -31,7 +31,7 @@ import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from cmvtrial.adapters.interop.sdtm import number_text
+from cmvtrial.adapters.interop.sdtm_records import number_text
 from cmvtrial.adapters.interop.terminology import (
     AE_OUTCOME,
     AE_SERIOUSNESS,

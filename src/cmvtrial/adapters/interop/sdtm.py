@@ -19,14 +19,15 @@ protocol exports without code changes:
   outcome; action and causality over the study drugs (AEACN MULTIPLE when the drugs' actions differ).
 - **CM**, **MH**: records from items annotated ``domain: CM`` (one per form or group occurrence)
   and ``domain: MH`` (the coded diagnosis, as its codelist label).
-- **LB, VS, QS**: one record per value of an item with an SDTM test code: original result and unit
+- **LB, VS, QS** (sdtm_findings.py): one record per value of an item with an SDTM test code: original result and unit
   as entered, standardized result and unit as normalized; a CMV-DNA result below the assay's limit
   is ``<LLOQ`` (LBSTRESN null) and one not detected ``NOT DETECTED``; a ULN the protocol pairs with
   the item gives the reference range and LBNRIND; --LOBXFL marks the last result on or before the
   first dose.
 
 ``--SEQ`` numbers each subject's records in date order; ``--DY`` counts from RFSTDTC (no day 0);
-EPOCH is screening before randomization, treatment up to the end of treatment, follow-up after.
+EPOCH is screening before randomization, treatment up to the end of treatment, follow-up after
+(sdtm_records.py, shared by every domain).
 """
 
 from __future__ import annotations
@@ -34,24 +35,28 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from cmvtrial.adapters.interop import sdtm_design as design
+from cmvtrial.adapters.interop.sdtm_findings import findings
+from cmvtrial.adapters.interop.sdtm_records import (
+    SubjectRecords,
+    canonical_or_as_given,
+    iso,
+    parse_date,
+    study_day,
+)
 from cmvtrial.adapters.interop.sdtm_spec import DATASETS, ORDER, Dataset
 from cmvtrial.adapters.interop.terminology import DOSE_FORMS, MULTIPLE, ROUTES, cdisc_unit
-from cmvtrial.core import units
 from cmvtrial.core.adverse_events import SeriousnessCriterion
 from cmvtrial.core.derived_values import age_in_years
 from cmvtrial.core.disposition import COMPLETED, COMPLETION, ENDED, exit_reason
-from cmvtrial.core.schedule import DETECTED_BELOW_LLOQ, NOT_DETECTED
-from cmvtrial.errors import CmvtrialError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cmvtrial.core.protocol import Item, Protocol
+    from cmvtrial.core.protocol import Protocol
     from cmvtrial.services.export_data import ExportData, ExportSubject, ExportValue
 
 #: DM variables never exported, whatever the protocol annotates: they identify a person.
@@ -71,80 +76,14 @@ class SdtmPackage:
         return DATASETS[name]
 
 
-def iso(value: date | datetime | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(microsecond=0, tzinfo=None).isoformat(timespec="minutes")
-    return value.isoformat()
-
-
-def study_day(on: date | None, reference: date | None) -> float | None:
-    """SDTM --DY: day 1 is the reference date, the day before is -1 (no day 0)."""
-    if on is None or reference is None:
-        return None
-    days = (on - reference).days
-    return float(days + 1 if days >= 0 else days)
-
-
-def number_text(value: float) -> str:
-    """A standardized result as text: up to 12 significant digits, never in exponent form."""
-    text = format(value, ".12g")
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    return text
-
-
-def _date(text: str | None) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text[:10])
-    except ValueError:
-        return None
-
-
-class _Builder:
-    def __init__(self, data: ExportData) -> None:
-        self.data = data
-        self.protocol = data.protocol
-        self.study = data.study_id
-        self.forms = {form.id: form for form in self.protocol.forms}
-
-    # -- per-subject facts -------------------------------------------------------------------------
-    def reference(self, subject: ExportSubject) -> date | None:
-        return subject.randomization_date
-
-    def epoch(self, subject: ExportSubject, on: date | None) -> str | None:
-        if on is None:
-            return None
-        if subject.randomization_date is None or on < subject.randomization_date:
-            return "SCREENING"
-        if subject.end_of_treatment_date is not None and on > subject.end_of_treatment_date:
-            return "FOLLOW-UP"
-        return "TREATMENT"
-
-    def given(self, subject: ExportSubject) -> list[Any]:
-        return [dose for dose in self.data.doses_of(subject.key) if dose.status == "given"]
-
-    def first_dose(self, subject: ExportSubject) -> date | None:
-        return min((dose.administered_on for dose in self.given(subject)), default=None)
-
-    def ids(self, subject: ExportSubject, domain: str) -> dict[str, Any]:
-        return {"STUDYID": self.study, "DOMAIN": domain, "USUBJID": self.data.usubjid(subject.key)}
-
-    def item(self, form_id: str, path: str) -> Item | None:
-        form = self.forms.get(form_id)
-        return form.item_paths().get(path) if form is not None else None
-
-    def screening_values(self, subject: ExportSubject) -> dict[str, ExportValue]:
-        return {v.item: v for v in self.data.values_of(subject.key) if v.form == self.protocol.screening_form}
+class _Builder(SubjectRecords):
+    """The subject domains: DM, DS, SV, EX, AE, CM and MH."""
 
     # -- DM ----------------------------------------------------------------------------------------
     def age(self, screening: Mapping[str, ExportValue]) -> float | None:
         for spec in self.protocol.derived_values:
             if spec.method == "age_in_years" and len(spec.inputs) == 2:
-                born, on = (_date(screening[name].text) if name in screening else None for name in spec.inputs)
+                born, on = (parse_date(screening[name].text) if name in screening else None for name in spec.inputs)
                 if born is not None and on is not None and on >= born:
                     return float(age_in_years(born, on))
         return None
@@ -263,7 +202,7 @@ class _Builder:
         records = []
         for subject in self.data.subjects:
             for dose in self.given(subject):
-                unit = _canonical(dose.unit)
+                unit = canonical_or_as_given(dose.unit)
                 when = dose.administered_at or dose.administered_on
                 visit = dose.visit
                 records.append({
@@ -342,7 +281,7 @@ class _Builder:
                 form = self.forms[value.form]
                 group = self.item(value.form, prefix) if prefix else None
                 category = (group.id.replace("_", " ") if group is not None else form.name).upper()
-                start = _date(fields.get("CMSTDTC"))
+                start = parse_date(fields.get("CMSTDTC"))
                 cm.append({**self.ids(subject, "CM"), "CMTRT": fields.get("CMTRT"), "CMCAT": category[:200],
                            "CMDOSE": fields.get("CMDOSE"), "CMDOSU": fields.get("CMDOSU"),
                            "CMDOSFRQ": None, "VISITNUM": design.visit_number(self.protocol, value.visit_code,
@@ -352,115 +291,9 @@ class _Builder:
                            "CMENRF": "ONGOING" if start is None and fields.get("CMENDTC") is None and
                            value.form == self.protocol.screening_form else None,
                            "CMSTDY": study_day(start, self.reference(subject)),
-                           "CMENDY": study_day(_date(fields.get("CMENDTC")), self.reference(subject)),
+                           "CMENDY": study_day(parse_date(fields.get("CMENDTC")), self.reference(subject)),
                            "_date": start or value.sample_date})
         return cm, mh
-
-    def shown(self, value: ExportValue, definition: Item) -> str | None:
-        """A code's label (the reported term), a date as ISO 8601, anything else as stored."""
-        if definition.type == "code" and definition.codelist and value.text:
-            try:
-                entries = {e.code: e.label for e in self.protocol.codelist(definition.codelist).items}
-            except CmvtrialError:
-                entries = {}
-            return entries.get(value.text, value.text)
-        return value.text if value.text is not None else value.entered_value
-
-    # -- findings ----------------------------------------------------------------------------------
-    def findings(self) -> dict[str, list[dict[str, Any]]]:
-        from cmvtrial.services.visit_data import cmv_items, uln_items
-
-        cmv = cmv_items(self.protocol)
-        ulns = uln_items(self.protocol)
-        lloq = self.lloq_in(cmv.form, cmv.load) if cmv else None
-        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for subject in self.data.subjects:
-            values = self.data.values_of(subject.key)
-            by_instance: dict[int, dict[str, ExportValue]] = defaultdict(dict)
-            for value in values:
-                by_instance[value.instance_id][value.item] = value
-            for value in values:
-                definition = self.item(value.form, value.item)
-                sdtm = definition.sdtm if definition is not None else None
-                if definition is None or sdtm is None or not sdtm.testcd:
-                    continue
-                p = sdtm.domain
-                siblings = by_instance[value.instance_id]
-                category = None
-                if cmv is not None and value.form == cmv.form and value.item == cmv.load and cmv.category:
-                    category = siblings[cmv.category].text if cmv.category in siblings else None
-                record = {**self.ids(subject, p), f"{p}TESTCD": sdtm.testcd, f"{p}TEST": definition.display_label[:40],
-                          f"{p}CAT": self.forms[value.form].name.upper()[:200]}
-                record.update(self.result(p, value, definition, category, lloq))
-                uln = siblings.get(ulns.get(value.item, ""))
-                if uln is not None and uln.number is not None:
-                    record[f"{p}ORNRHI"] = uln.entered_value
-                    record[f"{p}STNRHI"] = uln.number
-                    if record.get(f"{p}STRESN") is not None:
-                        record[f"{p}NRIND"] = "HIGH" if record[f"{p}STRESN"] > uln.number else "NORMAL"
-                if p == "LB":
-                    record["LBLOINC"] = definition.loinc
-                    if cmv is not None and value.item == cmv.load:
-                        record["LBSPEC"] = self.protocol.assay.cmv_dna.specimen.upper().replace("_", " ")
-                on = value.sample_date
-                record.update({"VISITNUM": design.visit_number(self.protocol, value.visit_code, value.visit_index),
-                               "VISIT": design.visit_name(self.protocol, value.visit_code, value.visit_index),
-                               "EPOCH": self.epoch(subject, on), f"{p}DTC": iso(on),
-                               f"{p}DY": study_day(on, self.reference(subject)), "_date": on})
-                found[p].append(record)
-        first_doses = {self.data.usubjid(s.key): self.first_dose(s) for s in self.data.subjects}
-        for p, records in found.items():
-            last: dict[tuple[str, str], dict[str, Any]] = {}
-            for record in records:
-                first, on = first_doses.get(record["USUBJID"]), record["_date"]
-                if first is None or on is None or on > first or record.get(f"{p}ORRES") in (None, ""):
-                    continue
-                key = (record["USUBJID"], record[f"{p}TESTCD"])
-                if key not in last or last[key]["_date"] <= on:
-                    last[key] = record
-            for record in last.values():
-                record[f"{p}LOBXFL"] = "Y"
-        return found
-
-    def lloq_in(self, form_id: str, path: str) -> float | None:
-        assay = self.protocol.assay.cmv_dna
-        definition = self.item(form_id, path)
-        try:
-            lloq = assay.in_primary_unit(assay.lloq)
-            if definition is not None and definition.unit and definition.unit != assay.primary_unit:
-                lloq = units.convert(lloq, assay.primary_unit, definition.unit)
-        except CmvtrialError:
-            return None
-        return float(lloq)
-
-    def result(self, p: str, value: ExportValue, definition: Item, category: str | None,
-               lloq: float | None) -> dict[str, Any]:
-        unit = cdisc_unit(definition.unit)
-        if value.missing_reason and value.entered_value is None:
-            return {f"{p}ORRES": None, f"{p}STAT": "NOT DONE", f"{p}REASND": value.missing_reason}
-        if category == NOT_DETECTED:
-            return {f"{p}ORRES": "NOT DETECTED", f"{p}STRESC": "NOT DETECTED"}
-        if category == DETECTED_BELOW_LLOQ and lloq is not None:
-            text = f"<{number_text(lloq)}"
-            return {f"{p}ORRES": text, f"{p}ORRESU": unit, f"{p}STRESC": text, f"{p}STRESU": unit}
-        entered_unit = _canonical(value.entered_unit) or definition.unit
-        record: dict[str, Any] = {f"{p}ORRES": value.entered_value, f"{p}ORRESU": cdisc_unit(entered_unit)}
-        if value.number is not None:
-            record.update({f"{p}STRESC": number_text(value.number), f"{p}STRESN": float(value.number),
-                           f"{p}STRESU": unit})
-        elif value.text is not None:
-            record[f"{p}STRESC"] = value.text
-        return record
-
-
-def _canonical(unit: str | None) -> str | None:
-    if not unit:
-        return None
-    try:
-        return units.canonical_unit(unit)
-    except CmvtrialError:
-        return unit
-
 
 def _end_of_study(subject: ExportSubject) -> tuple[date | None, str, str, str]:
     """The end-of-study disposition event: DSTERM as reported (the reason and its words), DSDECOD the
@@ -515,7 +348,7 @@ def build_sdtm(data: ExportData) -> SdtmPackage:
         "TS": design.trial_summary(protocol, study), "TA": design.trial_arms(protocol, study),
         "TE": design.trial_elements(protocol, study), "TV": design.trial_visits(protocol, study),
         "DM": builder.dm(), "DS": builder.ds(), "SV": builder.sv(), "EX": builder.ex(), "AE": builder.ae(),
-        "CM": cm, "MH": mh, **builder.findings(),
+        "CM": cm, "MH": mh, **findings(builder),
     }
     datasets: dict[str, pd.DataFrame] = {}
     for name in ORDER:
