@@ -39,7 +39,7 @@ def _register_command_groups() -> None:
     from cmvtrial.adapters.cli import serve_commands
     from cmvtrial.adapters.cli import subject_commands
     from cmvtrial.adapters.cli import adverse_event_commands
-    from cmvtrial.adapters.cli import data_commands
+    from cmvtrial.adapters.cli import data_commands, query_commands
     from cmvtrial.adapters.cli import analysis_commands
     from cmvtrial.adapters.cli import interop_commands
     from cmvtrial.adapters.cli import backup_commands
@@ -52,6 +52,7 @@ def _register_command_groups() -> None:
     adverse_event_commands.register(app)
     treatment_commands.register(app)
     data_commands.register(app)  # after treatment_commands: adds `dose record` to its `dose` group
+    query_commands.register(app)
     simulation_commands.register(app)
     analysis_commands.register(app)
     interop_commands.register(app)  # after analysis_commands: adds `export sdtm|odm|fhir` to its `export` group
