@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmvtrial.errors import InvalidInput
-from cmvtrial.simulation import power
+from cmvtrial.simulation import power, power_curve
 from simulation_support import design, scenario
 
 ALPHA = 0.05
@@ -132,10 +132,10 @@ def test_a_dask_mapper_needs_whole_tasks(dask_client):
         power.dask_mapper(dask_client, blocks_per_task=0)
 
 
-@pytest.mark.parametrize("fmt", power.FIGURE_FORMATS)
+@pytest.mark.parametrize("fmt", power_curve.FIGURE_FORMATS)
 def test_the_power_curve_is_drawn_in_each_format(fmt):
     report = power.estimate_power(scenario("nct04225780"), design("nct04225780"), [5, 10], 200, seed=1)
-    figure = power.power_figure(report, fmt)
+    figure = power_curve.power_figure(report, fmt)
     magic = {"png": b"\x89PNG", "svg": b"<?xml", "pdf": b"%PDF"}[fmt]
     assert figure.startswith(magic)
     if fmt == "svg":
@@ -145,7 +145,7 @@ def test_the_power_curve_is_drawn_in_each_format(fmt):
 def test_the_power_curve_refuses_an_unknown_format():
     report = power.estimate_power(scenario("nct04225780"), design("nct04225780"), [5], 50, seed=1)
     with pytest.raises(InvalidInput, match="plot format"):
-        power.power_figure(report, "gif")
+        power_curve.power_figure(report, "gif")
 
 
 def test_freed_memory_is_kept_under_glibc():

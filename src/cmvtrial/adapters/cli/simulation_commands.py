@@ -233,7 +233,7 @@ def _render_load(result: Any, start: date, seconds: float) -> None:
 def _plot_format(path: str | None) -> str:
     """The figure format named by the --plot file's extension (checked before any simulation runs)."""
     from cmvtrial.errors import InvalidInput
-    from cmvtrial.simulation.power import FIGURE_FORMATS
+    from cmvtrial.simulation.power_curve import FIGURE_FORMATS
 
     if path is None:
         return ""
@@ -380,7 +380,8 @@ def register(app: typer.Typer) -> None:
 
         from cmvtrial.errors import InvalidInput
         from cmvtrial.simulation.design import design_from_protocol
-        from cmvtrial.simulation.power import estimate_power, keep_freed_memory, power_figure
+        from cmvtrial.simulation.power import estimate_power, keep_freed_memory
+        from cmvtrial.simulation.power_curve import power_figure
 
         if not 1 <= workers <= MAX_WORKERS:
             raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}", field="workers", value=workers)
