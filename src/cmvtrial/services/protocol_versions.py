@@ -52,6 +52,11 @@ def protocol_of_version(uow: UnitOfWork, protocol_version_id: int) -> Protocol:
     from cmvtrial.store.tables import ProtocolVersion
 
     digest = uow.session.scalar(select(ProtocolVersion.sha256).where(ProtocolVersion.id == protocol_version_id))
+    return protocol_with_digest(uow, protocol_version_id, digest)
+
+
+def protocol_with_digest(uow: UnitOfWork, protocol_version_id: int, digest: str | None) -> Protocol:
+    """``protocol_of_version`` for a caller that has read the version's SHA-256 already."""
     if digest is not None:
         with _CACHE_LOCK:
             found = _CACHE.get(digest)

@@ -49,9 +49,9 @@ from cmvtrial.errors import AfterWithdrawal, InvalidInput, NotFound, Refused
 from cmvtrial.services import permissions
 from cmvtrial.services.audit import snapshot
 from cmvtrial.services.permissions import Actor
-from cmvtrial.services.protocol_versions import protocol_of_version
+from cmvtrial.services.protocol_versions import protocol_of_version, protocol_with_digest
 from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.store.tables import Allocation, FormInstance, Site, StudyEvent, Subject
+from cmvtrial.store.tables import Allocation, FormInstance, ProtocolVersion, Site, StudyEvent, Subject
 
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.protocol import Protocol
@@ -161,19 +161,24 @@ def subject_in_scope(uow: UnitOfWork, actor: Actor, action: str, subject_id: int
     return subject
 
 
-_ALLOCATION_AND_SITE = (select(Allocation.arm_id, Allocation.allocated_at, Site.code)
-                        .join(Site, Site.id == bindparam("site")).where(Allocation.subject_id == bindparam("subject")))
+_ALLOCATION_AND_SITE = (select(Allocation.arm_id, Allocation.allocated_at, Site.code, ProtocolVersion.sha256)
+                        .select_from(Allocation)
+                        .join(Site, Site.id == bindparam("site"))
+                        .join(ProtocolVersion, ProtocolVersion.id == bindparam("version"))
+                        .where(Allocation.subject_id == bindparam("subject")))
 
 
 def treatment_context(uow: UnitOfWork, subject: Subject) -> TreatmentContext:
     """The randomized subject's protocol, arm and randomization date; Refused before randomization."""
-    # One round trip for the allocation and the site's code (this runs on every write of a visit).
-    found = uow.session.execute(_ALLOCATION_AND_SITE, {"subject": subject.id, "site": subject.site_id}).one_or_none()
+    # One round trip for the allocation, the site's code and the protocol text's digest (this runs on
+    # every write of a visit; the parsed protocol is then found by its digest).
+    found = uow.session.execute(_ALLOCATION_AND_SITE, {"subject": subject.id, "site": subject.site_id,
+                                                        "version": subject.protocol_version_id}).one_or_none()
     if found is None:
         raise Refused(f"subject {subject_label(subject)} is not randomized (status {subject.status}): "
                       "the calendar, visit data and doses start at randomization", field="subject", value=subject.id)
-    arm_id, allocated_at, code = found
-    return TreatmentContext(subject, protocol_of_version(uow, subject.protocol_version_id), code, arm_id,
+    arm_id, allocated_at, code, digest = found
+    return TreatmentContext(subject, protocol_with_digest(uow, subject.protocol_version_id, digest), code, arm_id,
                             allocated_at.date())
 
 
