@@ -32,6 +32,7 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_the_configured_busy_timeo
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL: commits reach the disk
     engine.dispose()
 
 
