@@ -2,13 +2,14 @@
 
 One use case, ``enter_visit_data`` (DESIGN.md §3 step 6, issue 4 "Data capture"), in one transaction:
 
-1. **Check everything first.** Each submitted form is merged with what is stored (a key replaces a
-   value, ``null`` removes it) and the whole form is checked by ``core.form_entry.validate_form``
-   — types, codelists, units, hard limits, edit checks — so a cross-item check always sees the
-   full form. Any refusal (every problem of every form listed) raises before anything is written:
-   bad input changes nothing, not even the audit trail. Marking a form complete is refused while
-   a required item is missing. Changing or removing a stored value, or the visit's date, needs a
-   reason; the audit trail keeps the old and the new value (21 CFR 11.10(e)).
+1. **Check everything first** (services/visit_entry_plan.py). Each submitted form is merged with
+   what is stored (a key replaces a value, ``null`` removes it) and the whole form is checked by
+   ``core.form_entry.validate_form`` — types, codelists, units, hard limits, edit checks — so a
+   cross-item check always sees the full form. Any refusal (every problem of every form listed)
+   raises before anything is written: bad input changes nothing, not even the audit trail. Marking
+   a form complete is refused while a required item is missing. Changing or removing a stored
+   value, or the visit's date, needs a reason; the audit trail keeps the old and the new value
+   (21 CFR 11.10(e)).
 2. **Store** the visit's study event (its date; a date outside the window is kept and flagged as
    a protocol deviation, as is a sample date outside it), each form instance and each item value:
    entered value and unit, normalized value and unit, who and when (core's ``storage()``).
@@ -26,37 +27,36 @@ Screening data are not entered here: the screening visit belongs to services/scr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import select
 
-from cmvtrial.core.form_entry import FormEntry, Finding, computed_inputs, validate_form
+from cmvtrial.core.form_entry import Finding
 from cmvtrial.core.schedule import ScheduledVisit, end_of_treatment_date, parse_visit_label
-from cmvtrial.errors import CmvtrialError, InvalidInput
+from cmvtrial.errors import InvalidInput
 from cmvtrial.services import visits
 from cmvtrial.services.audit import snapshot
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.queries import sync_edit_check_queries
 from cmvtrial.services.unit_of_work import UnitOfWork
-from cmvtrial.services.visit_data import (
-    baseline_visit,
-    cmv_items,
-    cmv_results,
-    sample_date_item,
-    stored_submission_value,
-    uln_items,
+from cmvtrial.services.visit_data import baseline_visit, cmv_items, cmv_results, sample_date_item, uln_items
+from cmvtrial.services.visit_entry_plan import (
+    FormPlan,
+    VisitSubmission,
+    parse_visit_submission,
+    plan_forms,
+    sample_deviations,
 )
 from cmvtrial.services.visits import EndOfTreatmentChange, TreatmentContext
 from cmvtrial.store.tables import FormInstance, ItemValue, StudyEvent
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cmvtrial.core.protocol import Form, Protocol
+    from cmvtrial.core.protocol import Protocol
 
-#: The columns of an item value that hold the value itself (``EnteredValue.storage()``).
-VALUE_COLUMNS = ("item_id", "value_type", "entered_value", "entered_unit", "normalized_number", "normalized_text",
-                 "normalized_unit", "missing_reason")
+#: Checking and planning a submission is services/visit_entry_plan.py; callers parse it here.
+__all__ = ["FormResult", "VisitEntry", "VisitSubmission", "enter_visit_data", "parse_visit_submission"]
 
 
 @dataclass(frozen=True)
@@ -104,165 +104,6 @@ class VisitEntry:
                 "signatures_invalidated": list(self.signatures_invalidated), "lab_reviews": list(self.lab_reviews),
                 "labs_not_graded": list(self.labs_not_graded),
                 "end_of_treatment": self.end_of_treatment.to_dict() if self.end_of_treatment else None}
-
-
-@dataclass(frozen=True)
-class VisitSubmission:
-    """The JSON a user submits for one visit (docs/treatment-and-visits.md "Entering visit data")."""
-
-    forms: dict[str, Any]
-    visit: str | None = None
-    visit_date: date | None = None
-    complete: bool | tuple[str, ...] = False
-
-
-def parse_visit_submission(data: object) -> VisitSubmission:
-    """``{"visit"?, "date"?, "forms": {form_id: {item: value} | [ {...}, ... ]}, "complete"?}``."""
-    if not isinstance(data, Mapping):
-        raise InvalidInput('visit data must be a JSON object with "forms"', field="forms")
-    unknown = sorted(set(data) - {"visit", "date", "forms", "complete", "day", "repeat"})
-    if unknown:
-        raise InvalidInput(f"unknown key(s) {', '.join(unknown)}; expected visit, date, forms, complete",
-                           field=unknown[0])
-    forms = data.get("forms")
-    if not isinstance(forms, Mapping) or not forms:
-        raise InvalidInput('"forms" must be an object of form ids to item values', field="forms")
-    on = data.get("date")
-    visit_date = None
-    if on is not None:
-        try:
-            visit_date = date.fromisoformat(on) if isinstance(on, str) and len(on) == 10 else None
-        except ValueError:
-            visit_date = None
-        if visit_date is None:
-            raise InvalidInput(f'"date" must be a date YYYY-MM-DD (got {on!r})', field="date", value=str(on))
-    complete = data.get("complete", False)
-    if isinstance(complete, list) and all(isinstance(form_id, str) for form_id in complete):
-        complete = tuple(complete)
-    elif not isinstance(complete, bool):
-        raise InvalidInput('"complete" must be true, false or a list of form ids', field="complete")
-    visit = data.get("visit")
-    if visit is not None and not isinstance(visit, str):
-        raise InvalidInput('"visit" must be a visit label such as BL or TW3', field="visit")
-    return VisitSubmission(dict(forms), visit, visit_date, complete)
-
-
-# ------------------------------------------------------------------------------------------------
-# Stored values <-> submissions
-
-
-def _is_missing_answer(value: object) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"missing_reason"}
-
-
-def _merge(form: Form, rows: Mapping[str, ItemValue], submission: Mapping[str, object]) -> dict[str, object]:
-    """Stored values (by dotted path) overlaid with the submission; ``null`` removes a value."""
-    merged: dict[str, object] = {path: stored_submission_value(row) for path, row in rows.items()}
-    groups = {item.id for item in form.items if item.type == "group"}
-    for key, value in submission.items():
-        if key in groups and isinstance(value, Mapping) and not _is_missing_answer(value):
-            merged.pop(key, None)  # answering a group's items replaces a "not done" for the group
-            for child, child_value in value.items():
-                path = f"{key}.{child}"
-                if child_value is None:
-                    merged.pop(path, None)
-                else:
-                    merged[path] = child_value
-            continue
-        if key in groups:
-            for path in [path for path in merged if path.startswith(f"{key}.")]:
-                merged.pop(path)
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    for path, names in computed_inputs(form).items():
-        if path not in submission and all(name in merged and not _is_missing_answer(merged[name]) for name in names):
-            merged.pop(path, None)  # its inputs are all there: computed again, never carried over
-    nested: dict[str, object] = {}
-    for path, value in merged.items():
-        head, _, tail = path.partition(".")
-        if tail and head in groups:
-            group = nested.setdefault(head, {})
-            if isinstance(group, dict):
-                group[tail] = value
-        else:
-            nested[path] = value
-    return nested
-
-
-# ------------------------------------------------------------------------------------------------
-# Planning one form's changes (no writes)
-
-
-@dataclass
-class _FormPlan:
-    form: Form
-    repeat: int
-    instance: FormInstance | None
-    rows: dict[str, ItemValue]
-    entry: FormEntry
-    status: str
-    creates: list[dict[str, object]] = field(default_factory=list)
-    updates: list[tuple[ItemValue, dict[str, object]]] = field(default_factory=list)
-    deletes: list[ItemValue] = field(default_factory=list)
-
-    @property
-    def data_changed(self) -> bool:
-        return bool(self.creates or self.updates or self.deletes)
-
-    @property
-    def changed(self) -> bool:
-        return self.data_changed or self.instance is None or self.instance.status != self.status
-
-
-def _plan_form(protocol: Protocol, form_id: str, repeat: int, submission: object, instance: FormInstance | None,
-               rows: dict[str, ItemValue], complete: bool) -> _FormPlan:
-    form = protocol.form(form_id)
-    if not isinstance(submission, Mapping):
-        raise InvalidInput(f"form '{form_id}' must be an object of item ids to values", field=form_id)
-    entry = validate_form(protocol, form_id, _merge(form, rows, submission))
-    if complete:
-        entry.require_complete()
-    was_complete = instance is not None and instance.status == "complete"
-    status = "complete" if complete or (was_complete and entry.complete) else "in_progress"
-    plan = _FormPlan(form, repeat, instance, rows, entry, status)
-    new = {path: value.storage() for path, value in entry.values.items()}
-    for path, columns in new.items():
-        row = rows.get(path)
-        if row is None:
-            plan.creates.append(columns)
-        elif any(getattr(row, name) != columns[name] for name in VALUE_COLUMNS):
-            plan.updates.append((row, columns))
-    plan.deletes = [row for path, row in rows.items() if path not in new]
-    return plan
-
-
-def _submissions(scheduled: ScheduledVisit, protocol: Protocol, forms: Mapping[str, object]) -> list[tuple[str, int, object]]:
-    if not isinstance(forms, Mapping) or not forms:
-        raise InvalidInput("give the values of at least one form", field="forms")
-    listed: list[tuple[str, int, object]] = []
-    for form_id, value in forms.items():
-        if form_id not in scheduled.forms:
-            raise InvalidInput(f"form '{form_id}' is not collected at {scheduled.label} (its forms: "
-                               f"{', '.join(scheduled.forms)})", field=str(form_id), value=str(form_id))
-        if protocol.form(form_id).repeating and isinstance(value, Sequence) and not isinstance(value, str):
-            listed.extend((form_id, index, each) for index, each in enumerate(value))
-        else:
-            listed.append((form_id, 0, value))
-    return listed
-
-
-def _raise_all(errors: list[tuple[str, CmvtrialError]]) -> None:
-    first = errors[0][1]
-    if len(errors) == 1:
-        raise first
-    problems: list[dict[str, Any]] = []
-    for form_id, error in errors:
-        problems.extend(error.details.get("problems") or [{"location": form_id, "message": error.message}])
-    details = {key: value for key, value in first.details.items() if key != "problems"}
-    raise type(first)(f"{first.message} (and problems in {len(errors) - 1} more form(s))", problems=problems,
-                      **details)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,11 +158,11 @@ def enter_visit_data(
             raise InvalidInput(f"{scheduled.label} is recorded as missed; record its date first (`cmvtrial visits "
                                "record`, with a reason)", field="visit", value=scheduled.label)
 
-        plans = _plan_all(uow, protocol, scheduled, event, forms, complete)
+        plans = plan_forms(uow, protocol, scheduled, event, forms, complete)
         date_changes = event is not None and event.actual_date is not None and event.actual_date != on_date
         if date_changes or any(plan.updates or plan.deletes for plan in plans):
             note = visits.require_reason(note, f"this entry changes data already recorded for {scheduled.label}")
-        extra = _sample_deviations(plans, scheduled, today)
+        extra = sample_deviations(plans, scheduled, today)
         if not any(plan.changed for plan in plans) and not date_changes and event is not None and (
                 event.status == "done" and (event.deviation or None) == (_combined(scheduled, on_date, extra))):
             return _result(ctx, scheduled, on_date, plans, event.deviation, changed=False)
@@ -360,64 +201,7 @@ def _combined(scheduled: ScheduledVisit, on_date: date, extra: str | None) -> st
     return "; ".join(text for text in (visits.deviation_text(scheduled, on_date), extra) if text) or None
 
 
-#: A visit's stored instances of some forms, each with its values (none for an empty instance).
-_STORED_FORMS = (
-    select(FormInstance, ItemValue)
-    .outerjoin(ItemValue, and_(ItemValue.form_instance_id == FormInstance.id, ItemValue.item_group_repeat == 0))
-    .where(FormInstance.study_event_id == bindparam("event"), FormInstance.form_id.in_(bindparam("forms", expanding=True)))
-)
-
-
-def _plan_all(uow: UnitOfWork, protocol: Protocol, scheduled: ScheduledVisit, event: StudyEvent | None,
-              forms: Mapping[str, object], complete: bool | Sequence[str]) -> list[_FormPlan]:
-    submissions = _submissions(scheduled, protocol, forms)
-    if not isinstance(complete, bool):
-        unknown = [form_id for form_id in complete if form_id not in forms]
-        if unknown:
-            raise InvalidInput(f"cannot mark {', '.join(unknown)} complete: not submitted", field="complete")
-    instances: dict[tuple[str, int], FormInstance] = {}
-    rows: dict[int, dict[str, ItemValue]] = {}
-    if event is not None:
-        # The submitted forms' instances with their values, in one round trip.
-        found = uow.session.execute(_STORED_FORMS, {"event": event.id, "forms": sorted({form for form, _, _ in submissions})})
-        for instance, row in found:
-            instances[(instance.form_id, instance.form_repeat)] = instance
-            values = rows.setdefault(instance.id, {})
-            if row is not None:
-                values[row.item_id] = row
-    plans: list[_FormPlan] = []
-    errors: list[tuple[str, CmvtrialError]] = []
-    for form_id, repeat, submission in submissions:
-        instance = instances.get((form_id, repeat))
-        wanted = complete if isinstance(complete, bool) else form_id in complete
-        try:
-            plans.append(_plan_form(protocol, form_id, repeat, submission, instance,
-                                    rows.get(instance.id, {}) if instance else {}, wanted))
-        except InvalidInput as error:
-            errors.append((form_id, error))
-    if errors:
-        _raise_all(errors)
-    return plans
-
-
-def _sample_deviations(plans: list[_FormPlan], scheduled: ScheduledVisit, today: date) -> str | None:
-    texts = []
-    for plan in plans:
-        path = sample_date_item(plan.form)
-        value = plan.entry.values.get(path) if path else None
-        sample = value.value if value is not None else None
-        if not isinstance(sample, date):
-            continue
-        if sample > today:
-            raise InvalidInput(f"{plan.form.id}.{path} {sample.isoformat()} is after today ({today.isoformat()})",
-                               field=f"{plan.form.id}.{path}", value=sample.isoformat())
-        days = scheduled.window_deviation_days(sample)
-        if days:
-            texts.append(f"{plan.form.id}.{path} {sample.isoformat()} is outside the window of {scheduled.label}")
-    return "; ".join(texts) or None
-
-
-def _write_form(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, plan: _FormPlan,
+def _write_form(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, plan: FormPlan,
                 reason: str | None) -> FormInstance:
     now = uow.clock()
     instance = plan.instance
@@ -438,7 +222,7 @@ def _write_form(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: Stu
     return instance
 
 
-def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance: FormInstance, plan: _FormPlan,
+def _write_items(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, instance: FormInstance, plan: FormPlan,
                  reason: str | None, source: str = "manual") -> dict[str, ItemValue]:
     """Write the plan's values; the form's rows by item path afterwards."""
     now, site_id = uow.clock(), ctx.subject.site_id
@@ -485,12 +269,12 @@ def _detach_queries(uow: UnitOfWork, actor: Actor, row: ItemValue, reason: str |
                          reason=reason or "the value it was about was removed", site_id=site_id)
 
 
-def _changed_paths(plan: _FormPlan) -> list[str]:
+def _changed_paths(plan: FormPlan) -> list[str]:
     return ([str(columns["item_id"]) for columns in plan.creates] + [row.item_id for row, _ in plan.updates]
             + [row.item_id for row in plan.deletes])
 
 
-def _review_labs(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, plan: _FormPlan, rows: Mapping[str, ItemValue],
+def _review_labs(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, plan: FormPlan, rows: Mapping[str, ItemValue],
                  on_date: date, today: date, events: Mapping[tuple[str, int], StudyEvent],
                  current: StudyEvent) -> tuple[list[str], list[str]]:
     """Send each new or changed lab value with a LOINC code to the lab-safety review (issue 5):
@@ -538,7 +322,7 @@ def _baseline_value(uow: UnitOfWork, ctx: TreatmentContext, form_id: str, path: 
         .limit(1))
 
 
-def _stop_rule_inputs_changed(protocol: Protocol, plans: list[_FormPlan], date_changes: bool) -> bool:
+def _stop_rule_inputs_changed(protocol: Protocol, plans: list[FormPlan], date_changes: bool) -> bool:
     """Whether this entry can move the end of treatment: the stop rule reads only the CMV-DNA
     results and the dates of their visits, and it ran after every earlier change of either, so an
     entry that touches neither (a blood count, say) leaves the end of treatment as it is."""
@@ -561,7 +345,7 @@ def _apply_stop_rule(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event
     return visits.sync_end_of_treatment(uow, actor, ctx, events, eot, why=why, reason=reason, today=today)
 
 
-def _result(ctx: TreatmentContext, scheduled: ScheduledVisit, on_date: date, plans: list[_FormPlan],
+def _result(ctx: TreatmentContext, scheduled: ScheduledVisit, on_date: date, plans: list[FormPlan],
             deviation: str | None, *, changed: bool, opened: Sequence[int] = (), closed: Sequence[int] = (),
             invalidated: Sequence[str] = (), reviews: Sequence[str] = (), not_graded: Sequence[str] = (),
             eot: EndOfTreatmentChange | None = None) -> VisitEntry:
