@@ -19,7 +19,7 @@ One use case, ``enter_visit_data`` (DESIGN.md §3 step 6, issue 4 "Data capture"
    code goes to the lab-safety review (services/lab_safety.py) with the form's ULN item, when the
    protocol pairs one with it, and the baseline value; and the CMV-DNA results are run through the
    protocol's stop rule — the first result below the assay's limit ends treatment, cancels later
-   treatment visits and schedules the follow-up (visits.sync_end_of_treatment).
+   treatment visits and schedules the follow-up (services/end_of_treatment.py).
 
 Screening data are not entered here: the screening visit belongs to services/screening.py.
 """
@@ -38,6 +38,7 @@ from cmvtrial.core.schedule import ScheduledVisit, end_of_treatment_date, parse_
 from cmvtrial.errors import InvalidInput
 from cmvtrial.services import visits
 from cmvtrial.services.audit import snapshot
+from cmvtrial.services.end_of_treatment import EndOfTreatmentChange, sync_end_of_treatment
 from cmvtrial.services.permissions import Actor
 from cmvtrial.services.queries import sync_edit_check_queries
 from cmvtrial.services.unit_of_work import UnitOfWork
@@ -49,7 +50,7 @@ from cmvtrial.services.visit_entry_plan import (
     plan_forms,
     sample_deviations,
 )
-from cmvtrial.services.visits import EndOfTreatmentChange, TreatmentContext
+from cmvtrial.services.visits import TreatmentContext
 from cmvtrial.store.tables import FormInstance, ItemValue, StudyEvent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -342,7 +343,7 @@ def _apply_stop_rule(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event
         lloq = f"{assay.lloq.value:g} {assay.lloq.unit}"
         why = (f"CMV-DNA of {eot.isoformat()} below the assay's limit of quantification ({lloq}) or not detected: "
                f"the protocol's stop rule ({assay.negativity.consecutive_below_lloq} consecutive negative result(s))")
-    return visits.sync_end_of_treatment(uow, actor, ctx, events, eot, why=why, reason=reason, today=today)
+    return sync_end_of_treatment(uow, actor, ctx, events, eot, why=why, reason=reason, today=today)
 
 
 def _result(ctx: TreatmentContext, scheduled: ScheduledVisit, on_date: date, plans: list[FormPlan],

@@ -1,4 +1,4 @@
-"""The visit calendar in the system: each subject's calendar, visits recorded, the site worklist, end of treatment.
+"""The visit calendar in the system: each subject's calendar, visits recorded, the site worklist.
 
 Why the calendar is computed and only facts are stored (DESIGN.md §3 step 5): core/schedule.py
 derives every visit's target date and window from the protocol's plan and two dates, the *actual*
@@ -16,11 +16,12 @@ Use cases (each one transaction, role and site checked, every change audited):
   protocol deviation) or missed (with a reason); changing a recorded date needs a reason;
 - ``visits_due``: a site's visits due this week, overdue and missed.
 
-Shared with data_entry.py, dosing_records.py and signatures.py: ``subject_in_scope`` (role first,
-then the subject's site), ``treatment_context`` (the randomized subject with protocol, arm and
-randomization date), ``ensure_event`` / ``set_visit_date`` and ``sync_end_of_treatment``, which
-records a new end of treatment, cancels the treatment visits after it and schedules the
-follow-up visits anchored to it (or undoes all that when a correction removes it).
+Shared with data_entry.py, dosing_records.py, signatures.py and end_of_treatment.py:
+``subject_in_scope`` (role first, then the subject's site), ``treatment_context`` (the randomized
+subject with protocol, arm and randomization date), ``calendar_of`` and ``ensure_event`` /
+``set_visit_date`` / ``update_event``. What a new end of treatment does to the stored visits
+(treatment visits after it cancelled, the follow-up scheduled, all undone when a correction removes
+it) is services/end_of_treatment.py.
 """
 
 from __future__ import annotations
@@ -58,8 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Subjects whose visits no longer appear on a site's worklist: their study has ended.
 INACTIVE_STATUSES = ENDED
-#: Statuses that mean treatment goes on; a new end of treatment moves them to ``in_follow_up``.
-TREATMENT_STATUSES = ("randomized", "on_treatment")
 
 
 @dataclass(frozen=True)
@@ -108,23 +107,6 @@ class VisitView:
     window_end: date | None
     deviation: str | None
     changed: bool
-
-
-@dataclass(frozen=True)
-class EndOfTreatmentChange:
-    """What a new (or withdrawn) end of treatment did to the calendar."""
-
-    before: date | None
-    after: date | None
-    cancelled: tuple[str, ...]
-    reinstated: tuple[str, ...]
-    scheduled: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, object]:
-        return {"before": self.before.isoformat() if self.before else None,
-                "after": self.after.isoformat() if self.after else None,
-                "cancelled": list(self.cancelled), "reinstated": list(self.reinstated),
-                "scheduled": list(self.scheduled)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,58 +301,10 @@ def require_reason(reason: str | None, what: str) -> str:
     return text
 
 
-# ------------------------------------------------------------------------------------------------
-# End of treatment
-
-
-def sync_end_of_treatment(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, events: dict[VisitKey, StudyEvent],
-                          new_eot: date | None, *, why: str | None, reason: str | None,
-                          today: date) -> EndOfTreatmentChange | None:
-    """Store ``new_eot`` on the subject and bring the stored visits in line: treatment visits after
-    it cancelled, visits anchored to it planned with their dates (DESIGN.md §3 step 5). A correction
-    that removes or moves the end of treatment reinstates what no longer follows. None when unchanged."""
-    subject = ctx.subject
-    old = subject.end_of_treatment_date
-    if old == new_eot:
-        return None
-    before = snapshot(subject)
-    subject.end_of_treatment_date = new_eot
-    subject.end_of_treatment_reason = why if new_eot is not None else None
-    if new_eot is not None and subject.status in TREATMENT_STATUSES:
-        subject.status = "in_follow_up"
-    elif new_eot is None and subject.status == "in_follow_up":
-        subject.status = "on_treatment"
-    subject.updated_at = uow.clock()
-    uow.session.flush()
-    action = "subject.end_of_treatment" if new_eot is not None else "subject.end_of_treatment_withdrawn"
-    uow.audit.record(actor, action, subject, before=before, after=subject, reason=reason or why)
-
-    calendar = calendar_of(ctx, events, today=today, end_of_treatment=new_eot)
-    cancelled, reinstated, scheduled = [], [], []
-    for visit in calendar.visits:
-        event = events.get(visit.key)
-        anchored_to_eot = visit.anchor == "end_of_treatment"
-        if event is None:
-            if anchored_to_eot and visit.target_date is not None and visit.status != VisitStatus.CANCELLED:
-                ensure_event(uow, actor, ctx, events, visit, reason=why)
-                scheduled.append(visit.label)
-            continue
-        if visit.status == VisitStatus.CANCELLED and event.status == "planned":
-            _set_event(uow, actor, ctx, event, "study_event.cancel", why, status="cancelled")
-            cancelled.append(visit.label)
-        elif visit.status != VisitStatus.CANCELLED and event.status == "cancelled":
-            _set_event(uow, actor, ctx, event, "study_event.reinstate", reason or why, status="planned")
-            reinstated.append(visit.label)
-        elif anchored_to_eot and (event.target_date, event.window_start, event.window_end) != (
-                visit.target_date, visit.window_start, visit.window_end):
-            _set_event(uow, actor, ctx, event, "study_event.reschedule", reason or why, target_date=visit.target_date,
-                       window_start=visit.window_start, window_end=visit.window_end)
-            scheduled.append(visit.label)
-    return EndOfTreatmentChange(old, new_eot, tuple(cancelled), tuple(reinstated), tuple(scheduled))
-
-
-def _set_event(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, action: str,
-               reason: str | None, **changes: Any) -> None:
+def update_event(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, action: str,
+                 reason: str | None, **changes: Any) -> None:
+    """Change a stored visit's fields and audit it as ``action`` (missed, cancelled, reinstated,
+    rescheduled: services/end_of_treatment.py moves visits too)."""
     before = snapshot(event)
     for name, value in changes.items():
         setattr(event, name, value)
@@ -457,8 +391,8 @@ def record_visit(
         if missed:
             changed = event.status != "missed"
             if changed:
-                _set_event(uow, actor, ctx, event, "study_event.missed", note, status="missed", actual_date=None,
-                           deviation=None)
+                update_event(uow, actor, ctx, event, "study_event.missed", note, status="missed", actual_date=None,
+                             deviation=None)
         else:
             changed = set_visit_date(uow, actor, ctx, event, scheduled, on_date, reason=note)  # type: ignore[arg-type]
         view = VisitView(subject.id, ctx.label, scheduled.label, event.status, event.actual_date, event.window_start,
