@@ -37,7 +37,7 @@ def _register_command_groups() -> None:
     from cmvtrial.adapters.cli import safety_commands, treatment_commands
     from cmvtrial.adapters.cli import simulation_commands
     from cmvtrial.adapters.cli import serve_commands
-    from cmvtrial.adapters.cli import subject_commands
+    from cmvtrial.adapters.cli import randomization_commands, subject_commands
     from cmvtrial.adapters.cli import adverse_event_commands
     from cmvtrial.adapters.cli import data_commands, query_commands
     from cmvtrial.adapters.cli import analysis_commands
@@ -48,6 +48,7 @@ def _register_command_groups() -> None:
     admin_commands.register(app)
     screening_commands.register(app)
     subject_commands.register(app)
+    randomization_commands.register(app)  # after subject_commands: `randomize` follows `consent` in --help
     safety_commands.register(app)
     adverse_event_commands.register(app)
     treatment_commands.register(app)
