@@ -7,7 +7,9 @@ the assay's limit, and derives what the analysis needs:
 - ``viremia_duration``: day of the first CMV-DNA below the LLOQ (confirmed by the protocol's
   number of consecutive negative samples), or censoring at the last sample seen;
 - ``cmv_decline``: each patient's least-squares slope of measured log10 CMV-DNA over days, from
-  baseline to the first negative sample (a value below the LLOQ counts as the LLOQ);
+  baseline to the first negative sample (a value below the LLOQ enters as the analysis enters it,
+  the protocol's fraction of the LLOQ), with what the power's two-stage test weighs it by: the
+  number of samples, the spread of their days and the line's residual sum of squares;
 - ``nk_change``: NK count at baseline and at the week-12 visit (missing after dropout).
 
 The same function serves the power calculation (thousands of trials, ``keep_visits=False``) and the
@@ -49,6 +51,10 @@ class CohortOutcomes:
     dropout_day: NDArray[np.float64]
     baseline_log10: NDArray[np.float64]
     slope_log10_per_day: NDArray[np.float64]
+    #: The decline regression's samples, Σ(day − mean day)² and residual sum of squares (log10²).
+    slope_samples: NDArray[np.int32]
+    slope_day_ss: NDArray[np.float64]
+    slope_residual_ss: NDArray[np.float64]
     nk_baseline: NDArray[np.float64]
     nk_week12: NDArray[np.float64]
     week12_day: NDArray[np.int32]
@@ -120,11 +126,11 @@ _COMPACT_WHEN_FINISHED = 0.25
 # Rows of the working set (float32: days are whole numbers, exact in float32). The curve's two
 # exponents are stored negated so a load costs no negation: e^(-max(x, -80)) = e^(min(-x, 80)).
 _V0, _FAST_T, _FAST_E, _SLOW_T, _SLOW_E, _FAST_W, _SLOW_W = range(7)
-#: Regression sums n, Σt, Σy, Σt², Σty (baseline sample included).
-_N, _ST, _SY, _STT, _STY = range(7, 12)
+#: Regression sums n, Σt, Σy, Σt², Σty, Σy² (baseline sample included).
+_N, _ST, _SY, _STT, _STY, _SYY = range(7, 13)
 #: Last day seen, last day alive (dropout); with confirmation by several negatives: the current run
 #: of negative samples and the day it started.
-_LAST_SEEN, _LAST_ALIVE, _RUN, _RUN_START = range(12, 16)
+_LAST_SEEN, _LAST_ALIVE, _RUN, _RUN_START = range(13, 17)
 _EXPONENT_CAP = np.float32(80)  # e^80 is far beyond any real load: float32 cannot overflow
 
 
@@ -137,6 +143,7 @@ def _treatment_visits(
     count: int,
     jitter: tuple[NDArray[np.int32], NDArray[np.float64], float],
     lloq: float,
+    below_lloq: float,
     noise_sd: float,
     keep_visits: bool,
 ) -> _VisitSummary:
@@ -155,6 +162,7 @@ def _treatment_visits(
     total = baseline.size
     offsets, probabilities, missed = jitter
     lloq32, noise32 = np.float32(lloq), np.float32(noise_sd)
+    below_gap32 = np.float32(lloq - below_lloq)  # what a negative sample's value falls below the LLOQ
     needed = design.consecutive_negatives
     state = np.zeros((_RUN_START + 1 if needed > 1 else _RUN, total), dtype=np.float32)
     state[_V0] = curve.log10_v0
@@ -166,6 +174,7 @@ def _treatment_visits(
     state[_SLOW_W] = curve.slow_weight
     state[_N] = 1.0
     state[_SY] = baseline
+    state[_SYY] = np.square(baseline)
     state[_LAST_ALIVE] = last_day_alive
     done = np.zeros(total, dtype=bool)
     live = np.ones(total, dtype=bool)
@@ -218,13 +227,17 @@ def _treatment_visits(
             kept_values[index, k] = measured
             kept_taken[index, k] = seen
         # Decline regression: every sample up to and including the first negative one, a value
-        # below the LLOQ counting as the LLOQ.
+        # below the LLOQ entering as the analysis's fraction of it (the LLOQ less a 0/1 factor
+        # times the gap).
         y = np.maximum(measured, lloq32, out=measured)
+        y -= np.multiply(negative, below_gap32, out=c)
         np.copyto(w, seen)
         state[_N] += w
         wt = np.multiply(w, day_f, out=b)
         state[_ST] += wt
-        state[_SY] += np.multiply(w, y, out=c)
+        wy = np.multiply(w, y, out=c)
+        state[_SY] += wy
+        state[_SYY] += np.multiply(wy, y, out=c)
         state[_STT] += np.multiply(wt, day_f, out=c)
         state[_STY] += np.multiply(wt, y, out=c)
         last = state[_LAST_SEEN]
@@ -263,7 +276,7 @@ def _treatment_visits(
         time = np.where(negative_at_end, rows[_RUN_START - _N], seen_last).astype(np.int32)
     else:  # the confirming sample is the last one seen
         time = seen_last.astype(np.int32)
-    return _VisitSummary(time, negative_at_end, rows[: _STY - _N + 1], kept_days, kept_values, kept_taken)
+    return _VisitSummary(time, negative_at_end, rows[: _SYY - _N + 1], kept_days, kept_values, kept_taken)
 
 
 def simulate_cohort(
@@ -311,18 +324,23 @@ def simulate_cohort(
         count,
         (offsets, probabilities, visits.missed_visit.value),
         lloq,
+        np.log10(design.below_lloq_fraction_of_lloq * design.lloq_copies_per_ml),
         noise_sd,
         keep_visits,
     )
     time = seen.time.reshape(shape)
     done = seen.done.reshape(shape)
-    s1, st, sy, stt, sty = (a.reshape(shape).astype(np.float64) for a in seen.sums)
+    s1, st, sy, stt, sty, syy = (a.reshape(shape).astype(np.float64) for a in seen.sums)
 
     horizon = np.int32(visits.horizon_days.value)
     end_of_treatment = np.where(done, time, np.minimum(np.floor(dropout_day), horizon)).astype(np.int32)
-    denominator = s1 * stt - st * st
+    # The line from the running sums: Σ(t − t̄)² = Σt² − (Σt)²/n, and so on. The float32 sums of
+    # squares leave the residual sum of squares within about 1e-4 (log10²) of the exact one.
+    day_ss = stt - st * st / s1
     with np.errstate(invalid="ignore", divide="ignore"):
-        slope = np.where((s1 >= 2) & (denominator > 0), (s1 * sty - st * sy) / denominator, np.nan)
+        fitted = (s1 >= 2) & (day_ss > 0)
+        slope = np.where(fitted, (sty - st * sy / s1) / day_ss, np.nan)
+        residual_ss = np.where(fitted, np.maximum(syy - sy * sy / s1 - slope * slope * day_ss, 0.0), np.nan)
 
     nk_cv = scenario.kinetics.nk.measurement_cv.value
     nk_true = lymphocytes * nk_fraction * CELLS_PER_UL_PER_10E9_PER_L
@@ -344,6 +362,9 @@ def simulate_cohort(
         dropout_day=dropout_day,
         baseline_log10=baseline.astype(np.float64),
         slope_log10_per_day=slope,
+        slope_samples=s1.astype(np.int32),
+        slope_day_ss=day_ss,
+        slope_residual_ss=residual_ss,
         nk_baseline=nk_baseline,
         nk_week12=nk_week12,
         week12_day=week12_day,

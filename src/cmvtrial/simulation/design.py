@@ -92,6 +92,8 @@ class TrialDesign:
     followup_visit: str
     followup: Window
     lloq_copies_per_ml: float
+    #: The analysis enters a result below the LLOQ as this fraction of it (the SAP's convention).
+    below_lloq_fraction_of_lloq: float
     lod_copies_per_ml: float | None
     iu_to_copies_factor: float
     consecutive_negatives: int
@@ -223,6 +225,7 @@ def design_from_protocol(protocol: Protocol, scenario: Scenario) -> TrialDesign:
         followup_visit=scenario.visit_codes.followup,
         followup=_window(_visit(protocol, scenario.visit_codes.followup, "followup")),
         lloq_copies_per_ml=_copies(protocol, assay.lloq),
+        below_lloq_fraction_of_lloq=protocol.analysis.below_lloq_fraction_of_lloq,
         lod_copies_per_ml=_copies(protocol, assay.lod) if assay.lod is not None else None,
         iu_to_copies_factor=assay.iu_to_copies_factor,
         consecutive_negatives=assay.negativity.consecutive_below_lloq,
