@@ -3,7 +3,7 @@ subprocess on 127.0.0.1: sustained writes per second and p50/p99 latency, on SQL
 --pg URL) on PostgreSQL.
 
     .venv/bin/python benchmarks/bench_api_load.py [--pg postgresql+psycopg://user@host:5432/db]
-        [--clients 8] [--seconds 15] [--warmup 3] [--subjects 32] [--workers 1] [--write]
+        [--clients 8] [--seconds 15] [--warmup 3] [--subjects 32] [--workers 1,2] [--write]
 
 What one write is: ``POST /api/v1/subjects/{id}/visits/BL/data`` with a complete blood count whose
 values differ from what is stored, as a site's lab import would send it, authenticated by a bearer
@@ -101,7 +101,8 @@ class Result:
         errors = sum(self.errors.values())
         return (f"| {date.today().isoformat()} | {machine} | {self.backend} | {self.clients} | {self.workers} | "
                 f"{self.writes:,} in {self.seconds:.0f} s | **{self.per_second:,.0f}** | "
-                f"{statistics.median(self.latencies_ms):.1f} ms | {self.percentile(99):.1f} ms | {errors} |")
+                f"{statistics.median(self.latencies_ms):.1f} ms | {self.percentile(99):.1f} ms | "
+                f"{self.server_cpu_s * 1000 / max(self.writes, 1):.2f} ms | {errors} |")
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -338,20 +339,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="how long writes are counted")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of writes not counted first")
     parser.add_argument("--subjects", type=int, default=32, help="randomized subjects the clients write for")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (uvicorn --workers)")
+    parser.add_argument("--workers", default="1,2",
+                        help="server processes (`cmvtrial serve --workers`), a comma list: one run each")
     parser.add_argument("--write", action="store_true", help="replace this benchmark's rows in docs/benchmarks.md")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 600 or args.subjects < args.clients:
         parser.error("1-256 clients, at most 600 s, and at least one subject per client")
+    try:
+        worker_counts = [int(part) for part in args.workers.split(",")]
+    except ValueError:
+        parser.error("--workers takes whole numbers separated by commas, e.g. 1,2")
+    if not all(1 <= count <= 16 for count in worker_counts):
+        parser.error("--workers: 1 to 16 server processes")
     results = []
-    with sqlite_url() as url:
-        results.append(run("SQLite (WAL, file)", url, args))
-    if args.pg:
-        with postgres_url(args.pg) as url:
-            results.append(run("PostgreSQL", url, args))
+    for workers in worker_counts:
+        args.workers = workers
+        with sqlite_url() as url:
+            results.append(run("SQLite (WAL, file)", url, args))
+        if args.pg:
+            with postgres_url(args.pg) as url:
+                results.append(run("PostgreSQL", url, args))
     rows = [result.row(machine()) for result in results]
-    print("| date | machine | database | clients | server processes | writes | writes/s | p50 | p99 | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"load average after the runs (1/5/15 min): {' / '.join(f'{value:.1f}' for value in os.getloadavg())}")
+    print("| date | machine | database | clients | server processes | writes | writes/s | p50 | p99 | server CPU a write | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     for result in results:
         print(result.cpu_note())
