@@ -3,7 +3,8 @@
 Measures, on this machine, for two-arm trials of 100 patients (50 per arm):
 
 1. the whole power computation (virtual patients with the kinetics model, weekly visits with
-   jitter, dropout and assay noise, then every endpoint's test: log-rank, Cox, ANCOVA, Welch),
+   jitter, dropout and assay noise, then every endpoint's test: log-rank, Cox, ANCOVA, the two-stage
+   decline-rate test),
    through :func:`cmvtrial.simulation.power.estimate_power`;
 2. the batched log-rank + Cox kernels alone, on trials simulated once;
 3. a lifelines loop (``logrank_test`` + ``CoxPHFitter``) on the same trials, for the ratio;
@@ -193,7 +194,8 @@ def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
     load = max(load_before, os.getloadavg()[0])
     machine = f"{os.cpu_count()} CPUs, {cpu_model()}, load ≤ {load:.1f}"
     return [
-        f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, Welch ({trials} trials × 100 patients) "
+        f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, two-stage decline "
+        f"({trials} trials × 100 patients) "
         f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop); {cpu:.2f} CPU s per 10,000 trials |",
         f"| {today} | {machine} | the same in 2 local processes (a process pool) | {parallel:,.0f} trials/s |",
         f"| {today} | {machine} | the same on a Dask LocalCluster, 1 / 2 worker processes (`--workers 2`) "
