@@ -192,8 +192,106 @@ def test_power_plot_writes_the_curve(tmp_path, suffix):
     [
         (("--plot", "curve.gif"), "--plot must name a .png, .svg or .pdf file"),
         (("--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"), "not both"),
+        (("--processes", "0"), "--processes must be between 1 and 64"),
+        (("--processes", "65"), "--processes must be between 1 and 64"),
+        (("--processes", "2", "--workers", "2"), "give --processes (local processes) or --workers/--scheduler"),
+        (("--processes", "1", "--workers", "1"), "give --processes (local processes) or --workers/--scheduler"),
+        (("--processes", "2", "--scheduler", "tcp://127.0.0.1:8786"), "not both"),
     ],
 )
-def test_power_option_mistakes_are_refused_before_simulating(args, message):
-    result = run("power", "--protocol", "nct04225780", "--n-trials", "10", *args)
+def test_power_option_mistakes_are_refused_before_simulating(args, message, pools):
+    result = run("power", "--protocol", "nct04225780", "--n-trials", "2000", "--sizes", "5,6", *args)
     assert result.exit_code == 2 and message in result.stderr
+    assert "Traceback" not in result.output
+    assert pools == []  # nothing started
+
+
+# --- simulate power over local processes (the default) -----------------------------------------------
+
+
+@pytest.fixture
+def pools(monkeypatch):
+    """Records each local run's (processes asked for, blocks, whether a process pool runs them)."""
+    from cmvtrial.adapters.cli import simulation_commands
+
+    made: list[tuple[int, int, bool]] = []
+    real = simulation_commands._process_pool
+
+    def recording(stack, processes, blocks):
+        mapper = real(stack, processes, blocks)
+        made.append((processes, blocks, mapper is not None))
+        return mapper
+
+    monkeypatch.setattr(simulation_commands, "_process_pool", recording)
+    return made
+
+
+def test_power_in_one_or_two_processes_gives_the_same_json(pools):
+    args = ("power", "--protocol", "nct04225780", "--n-trials", "1100", "--sizes", "5,8", "--seed", "3", "--json")
+    one, two = run(*args, "--processes", "1"), run(*args, "--processes", "2")
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert pools == [(1, 4, False), (2, 4, True)]  # 2 sizes x (1024 + 76 trials)
+    first, second = json.loads(one.stdout), json.loads(two.stdout)
+    assert first.pop("seconds") >= 0 and second.pop("seconds") >= 0
+    assert first == second
+
+
+def test_power_uses_every_available_cpu_by_default(pools, monkeypatch):
+    from cmvtrial.adapters.cli import simulation_commands
+
+    monkeypatch.setattr(simulation_commands, "available_cpus", lambda: 3)
+    spread = run("power", "--protocol", "nct04225780", "--n-trials", "1100", "--sizes", "5", "--json")
+    single_block = run("power", "--protocol", "nct04225780", "--n-trials", "200", "--sizes", "5", "--json")
+    on_dask = run("power", "--protocol", "nct04225780", "--n-trials", "1100", "--sizes", "5", "--workers", "1", "--json")
+    assert spread.exit_code == single_block.exit_code == on_dask.exit_code == 0, spread.output
+    # min(3 processes, 2 blocks) share the first run; one block runs in-process; --workers is Dask's path
+    assert pools == [(3, 2, True), (3, 1, False)]
+    assert json.loads(spread.stdout)["results"] == json.loads(on_dask.stdout)["results"]
+
+
+def test_power_progress_advances_block_by_block_from_the_pool(pools, monkeypatch):
+    from rich.progress import Progress
+
+    advanced: list[float] = []
+    real = Progress.advance
+
+    def advance(self, task, amount=1):
+        advanced.append(amount)
+        real(self, task, amount)
+
+    monkeypatch.setattr(Progress, "advance", advance)
+    result = run("power", "--protocol", "nct04225780", "--n-trials", "1100", "--sizes", "5,6", "--processes", "2")
+    assert result.exit_code == 0, result.output
+    assert pools == [(2, 4, True)] and advanced == [1024, 76, 1024, 76]
+
+
+def test_ctrl_c_stops_the_run_and_its_worker_processes():
+    """SIGINT to the command's process group, as a terminal's Ctrl-C sends it, while both workers run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    command = [sys.executable, "-c", "from cmvtrial.adapters.cli.main import run; run()", "simulate", "power",
+               "--protocol", "nct04225780", "--n-trials", "5000000", "--sizes", "5", "--processes", "2", "--json"]
+    leader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                              env={**os.environ, **CLEAN}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := psutil.Process(leader.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2, leader.stderr.read() if leader.poll() is not None else "no workers started"
+        time.sleep(0.5)  # both at work
+        os.killpg(leader.pid, signal.SIGINT)
+        _out, err = leader.communicate(timeout=30)
+    finally:
+        if leader.poll() is None:  # pragma: no cover - only when the test fails
+            os.killpg(leader.pid, signal.SIGKILL)
+            leader.wait()
+    assert leader.returncode != 0
+    assert b"Traceback" not in err
+    _gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == []

@@ -228,6 +228,11 @@ class BlockTally:
     patients: float
 
 
+def block_count(sizes: Sequence[int], n_trials: int) -> int:
+    """How many blocks a run of ``n_trials`` per size has: more processes than this would idle."""
+    return len(sizes) * -(-max(n_trials, 0) // BLOCK_TRIALS)
+
+
 def block_tasks(sizes: Sequence[int], n_trials: int, seed: int) -> list[BlockTask]:
     """The blocks of a power run, in a fixed order (sizes, then blocks)."""
     return [

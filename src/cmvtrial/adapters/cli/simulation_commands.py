@@ -3,7 +3,7 @@
 Thin by design: load the protocol and scenario, call :mod:`cmvtrial.simulation` (and, for
 ``simulate trial --db``, the demo loader of services/demo_trial.py), render. The clock is read here
 (default start date and ``--as-of``, elapsed seconds), never in the simulation or the loader; the
-Dask client or local cluster of ``simulate power`` is made here too. Only typer/stdlib at module
+process pool, Dask client or local cluster of ``simulate power`` is made here too. Only typer/stdlib at module
 top: NumPy, SciPy, pydantic, Dask and the simulation load inside the commands so ``cmvtrial
 --help`` stays fast.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from datetime import date
 from pathlib import Path
@@ -23,11 +24,13 @@ from cmvtrial.adapters.cli.output import handles_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from cmvtrial.core.protocol import Protocol
-    from cmvtrial.simulation.power import PowerReport
+    from cmvtrial.simulation.power import Mapper, PowerReport
     from cmvtrial.simulation.scenario import Scenario
 
 DEFAULT_SEED = 1
 MAX_WORKERS = 64
+#: The most local processes ``simulate power --processes`` accepts, unless this process may use more CPUs.
+MAX_PROCESSES = 64
 #: Seconds to wait for a Dask scheduler before giving up.
 SCHEDULER_TIMEOUT_S = 10
 
@@ -277,6 +280,54 @@ def _dask(stack: contextlib.ExitStack, scheduler: str | None, workers: int) -> A
     return dask_mapper(client)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS keeps one (Linux; a container
+    or ``taskset`` may allow fewer than the machine has), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1
+
+
+def _check_processes(processes: int | None, workers: int | None, scheduler: str | None) -> int:
+    """The local processes to run the blocks in: ``--processes``, default every CPU this process may
+    use; refused with ``--workers``/``--scheduler`` (the blocks then run on Dask) and outside
+    1..max(MAX_PROCESSES, CPUs) — more than the CPUs cannot run faster, and each costs memory."""
+    from cmvtrial.errors import InvalidInput
+
+    if processes is None:
+        return available_cpus()
+    if workers is not None or scheduler is not None:
+        raise InvalidInput("give --processes (local processes) or --workers/--scheduler (Dask), not both",
+                           field="processes", value=processes)
+    limit = max(MAX_PROCESSES, available_cpus())
+    if not 1 <= processes <= limit:
+        raise InvalidInput(f"--processes must be between 1 and {limit}", field="processes", value=processes)
+    return processes
+
+
+def _process_pool(stack: contextlib.ExitStack, processes: int, blocks: int) -> Mapper | None:
+    """The mapper of a pool of ``min(processes, blocks)`` local processes; None (in-process) when
+    that is one, where a pool would only add its start-up.
+
+    Each worker keeps freed memory as this process does (:func:`keep_freed_memory`, the pool's
+    initializer). Spawn-safe: the work function and the initializer are module-level and picklable,
+    so the platform's start method serves (fork on Linux, spawn or forkserver elsewhere). Leaving
+    the stack — at the end, or on Ctrl-C or an error — cancels the blocks not yet started and waits
+    for the running ones (well under a second), so no worker outlives the command.
+    """
+    size = min(processes, blocks)
+    if size <= 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cmvtrial.simulation.power import keep_freed_memory
+
+    pool = stack.enter_context(ProcessPoolExecutor(max_workers=size, initializer=keep_freed_memory))
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    return pool.map
+
+
 def register(app: typer.Typer) -> None:
     simulate_app = typer.Typer(
         help="The in-silico trial: simulate one trial, or power and sample size by simulation.",
@@ -359,10 +410,17 @@ def register(app: typer.Typer) -> None:
             typer.Option("--sizes", "--n-per-arm", help="Patients per arm, comma-separated; default the protocol's plan."),
         ] = None,
         seed: SeedOption = DEFAULT_SEED,
+        processes: Annotated[
+            int | None,
+            typer.Option("--processes", help="Spread the trials over this many local processes (default: every CPU "
+                         "this process may use; 1: all in this process). The answer does not depend on it.",
+                         show_default=False),
+        ] = None,
         workers: Annotated[
-            int, typer.Option("--workers", help="Start a local Dask cluster of this many worker processes; the "
-                              "answer does not depend on it.")
-        ] = 1,
+            int | None,
+            typer.Option("--workers", help="Instead, start a local Dask cluster of this many worker processes "
+                         "(1: run in this process); the answer does not depend on it.", show_default=False),
+        ] = None,
         scheduler: Annotated[
             str | None,
             typer.Option("--scheduler", help="Run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786).",
@@ -380,32 +438,42 @@ def register(app: typer.Typer) -> None:
 
         from cmvtrial.errors import InvalidInput
         from cmvtrial.simulation.design import design_from_protocol
-        from cmvtrial.simulation.power import estimate_power, keep_freed_memory
+        from cmvtrial.simulation.power import block_count, estimate_power, keep_freed_memory
         from cmvtrial.simulation.power_curve import power_figure
 
-        if not 1 <= workers <= MAX_WORKERS:
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
             raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}", field="workers", value=workers)
-        if scheduler is not None and workers > 1:
+        if scheduler is not None and workers is not None and workers > 1:
             raise InvalidInput("give --workers (a local cluster) or --scheduler (a running one), not both",
                                field="workers")
+        local_processes = _check_processes(processes, workers, scheduler)
         plot_format = _plot_format(plot)
         loaded_protocol, loaded_scenario = _load(protocol, scenario)
         design = design_from_protocol(loaded_protocol, loaded_scenario)
         chosen = _parse_sizes(sizes) or [design.planned_per_arm()[design.control_arm]]
-        keep_freed_memory()  # blocks run here by default: reuse freed memory rather than fault in new pages
+        keep_freed_memory()  # blocks may run here: reuse freed memory rather than fault in new pages
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            mapper = _dask(stack, scheduler, workers)
+            if workers is None and scheduler is None:
+                mapper = _process_pool(stack, local_processes, block_count(chosen, n_trials))
+            else:
+                mapper = _dask(stack, scheduler, workers or 1)
+            # No refresh thread (auto_refresh off; redrawn as each block lands): the pool's workers
+            # may be forked while the bar is shown, and a fork must not copy a thread holding a lock.
             progress = stack.enter_context(
                 Progress(
                     TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=as_json,
+                    console=Console(stderr=True), transient=True, disable=as_json, auto_refresh=False,
                 )
             )
             task = progress.add_task("trials", total=n_trials * len(chosen))
+
+            def advance(done: int) -> None:
+                progress.advance(task, done)
+                progress.refresh()
+
             report = estimate_power(
-                loaded_scenario, design, chosen, n_trials, seed,
-                progress=lambda done: progress.advance(task, done), mapper=mapper,
+                loaded_scenario, design, chosen, n_trials, seed, progress=advance, mapper=mapper,
             )
         seconds = time.perf_counter() - started
         if plot is not None:
