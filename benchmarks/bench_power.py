@@ -2,19 +2,25 @@
 
 Measures, on this machine, for two-arm trials of 100 patients (50 per arm):
 
-1. the whole power computation (virtual patients with the kinetics model, weekly visits with
-   jitter, dropout and assay noise, then every endpoint's test: log-rank, Cox, ANCOVA, the two-stage
-   decline-rate test),
-   through :func:`cmvtrial.simulation.power.estimate_power`;
-2. the batched log-rank + Cox kernels alone, on trials simulated once;
-3. a lifelines loop (``logrank_test`` + ``CoxPHFitter``) on the same trials, for the ratio;
-4. peak resident memory of a power run over ``--memory-trials`` trials (in a fresh process);
-5. the whole power computation on a Dask ``LocalCluster`` of 1 and of 2 worker processes (one
-   thread each; the cluster's start-up is not timed), for the speed-up per worker.
+1. "power", the headline: the whole power computation (virtual patients with the kinetics model,
+   weekly visits with jitter, dropout and assay noise, then every endpoint's test: log-rank, Cox,
+   ANCOVA, the two-stage decline-rate test) as the plain ``cmvtrial simulate power`` runs it on this
+   machine — a process pool over every CPU this process may use, started afresh each run and its
+   start-up timed, as the command pays it each time;
+2. the same in one process (``--processes 1``), through
+   :func:`cmvtrial.simulation.power.estimate_power` with no mapper;
+3. the whole power computation on a Dask ``LocalCluster`` of 1 and of 2 worker processes (one
+   thread each; the cluster's start-up is not timed), for the speed-up per worker;
+4. the batched log-rank + Cox kernels alone, on trials simulated once;
+5. a lifelines loop (``logrank_test`` + ``CoxPHFitter``) on the same trials, for the ratio against
+   the headline;
+6. peak resident memory of a power run over ``--memory-trials`` trials in one fresh process.
 
-Every run does what ``cmvtrial simulate power`` does, including :func:`keep_freed_memory` in the
-process that runs the blocks. Besides wall-clock rates it reports CPU seconds per 10,000 trials
-(``time.process_time`` in-process, the workers' ``getrusage`` on Dask), which other processes on a
+Every run does what ``cmvtrial simulate power`` does (the pool is the command's own,
+``simulation_commands._process_pool``), including :func:`keep_freed_memory` in each process that
+runs blocks. Besides wall-clock rates it reports CPU time — trials per CPU-second for the local
+runs (this process's ``getrusage`` plus the pool workers', reaped at the pool's shutdown), CPU
+seconds per 10,000 trials on Dask (the workers' own ``getrusage``) — which other processes on a
 shared machine disturb much less, and the load average during the run: write the rows to the docs
 only from a run on an otherwise idle machine.
 
@@ -64,25 +70,37 @@ def load():
     return scenario, design_from_protocol(protocol, scenario)
 
 
-def whole_power(trials: int, workers: int = 1, repeats: int = 3) -> tuple[float, float]:
-    """(trials per second, CPU seconds per 10,000 trials), best of ``repeats``. The CPU time is this
-    process's (in-process runs only; a process pool's workers are not counted: NaN)."""
-    from concurrent.futures import ProcessPoolExecutor
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (a pool's workers, once it
+    is shut down)."""
+    import resource
 
-    from cmvtrial.simulation.power import estimate_power, keep_freed_memory
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def local_power(trials: int, processes: int, repeats: int = 3) -> tuple[float, float, int]:
+    """(trials per second, trials per CPU-second, processes that ran blocks), best of ``repeats``, for
+    ``cmvtrial simulate power --processes N``: a fresh pool each run (start-up timed), or this
+    process for one."""
+    import contextlib
+
+    from cmvtrial.adapters.cli.simulation_commands import _process_pool
+    from cmvtrial.simulation.power import block_count, estimate_power, keep_freed_memory
 
     scenario, design = load()
-    keep_freed_memory()
+    keep_freed_memory()  # as the command does, before any pool is started
+    estimate_power(scenario, design, [PER_ARM], 2000, seed=0)  # warm up
+    blocks = block_count([PER_ARM], trials)
     best, best_cpu = np.inf, np.inf
-    with ProcessPoolExecutor(max_workers=workers, initializer=keep_freed_memory) as pool:
-        mapper = None if workers == 1 else (lambda function, tasks: pool.map(function, tasks))
-        estimate_power(scenario, design, [PER_ARM], 2000, seed=0, mapper=mapper)  # warm up
-        for repeat in range(repeats):
-            started, cpu = time.perf_counter(), time.process_time()
+    for repeat in range(repeats):
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        with contextlib.ExitStack() as stack:
+            mapper = _process_pool(stack, processes, blocks)
             estimate_power(scenario, design, [PER_ARM], trials, seed=repeat, mapper=mapper)
-            best = min(best, time.perf_counter() - started)
-            best_cpu = min(best_cpu, time.process_time() - cpu)
-    return trials / best, (best_cpu * 10_000 / trials if workers == 1 else float("nan"))
+        best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, _cpu_seconds() - cpu)
+    return trials / best, trials / best_cpu, min(processes, blocks)
 
 
 def _process_cpu_seconds() -> float:
@@ -184,9 +202,11 @@ def peak_memory_mb(trials: int) -> float:
 def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
     today = datetime.date.today().isoformat()
     load_before = os.getloadavg()[0]
+    from cmvtrial.adapters.cli.simulation_commands import available_cpus
+
     memory = peak_memory_mb(memory_trials)
-    whole, cpu = whole_power(trials)
-    parallel, _ = whole_power(trials, workers=2)
+    whole, whole_per_cpu, processes = local_power(trials, available_cpus())
+    single, single_per_cpu, _ = local_power(trials, 1)
     dask = dask_power(trials)
     (dask_one, cpu_one), (dask_two, cpu_two) = dask[1], dask[2]
     kernels = batched_survival(trials)
@@ -195,16 +215,18 @@ def rows(trials: int, lifelines_trials: int, memory_trials: int) -> list[str]:
     machine = f"{os.cpu_count()} CPUs, {cpu_model()}, load ≤ {load:.1f}"
     return [
         f"| {today} | {machine} | power: simulate + log-rank, Cox, ANCOVA, two-stage decline "
-        f"({trials} trials × 100 patients) "
-        f"| {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop); {cpu:.2f} CPU s per 10,000 trials |",
-        f"| {today} | {machine} | the same in 2 local processes (a process pool) | {parallel:,.0f} trials/s |",
+        f"({trials} trials × 100 patients), as the plain command runs it: {processes} local processes, start-up "
+        f"included | {whole:,.0f} trials/s ({whole / loop:,.0f}× the lifelines loop); "
+        f"{whole_per_cpu:,.0f} trials per CPU-second |",
+        f"| {today} | {machine} | the same in one process (`--processes 1`) "
+        f"| {single:,.0f} trials/s; {single_per_cpu:,.0f} trials per CPU-second |",
         f"| {today} | {machine} | the same on a Dask LocalCluster, 1 / 2 worker processes (`--workers 2`) "
         f"| {dask_one:,.0f} / {dask_two:,.0f} trials/s (speed-up {dask_two / dask_one:.2f}× with 2 workers); "
         f"workers' CPU s per 10,000 trials {cpu_one:.2f} / {cpu_two:.2f} |",
         f"| {today} | {machine} | batched log-rank + Cox only ({trials} trials × 100 patients) | {kernels:,.0f} trials/s |",
         f"| {today} | {machine} | lifelines loop, log-rank + CoxPHFitter ({lifelines_trials} trials × 100 patients) "
         f"| {loop:,.1f} trials/s |",
-        f"| {today} | {machine} | peak memory, power over {memory_trials:,} trials (whole process RSS) | {memory:,.0f} MB |",
+        f"| {today} | {machine} | peak memory, power over {memory_trials:,} trials in one process (whole process RSS) | {memory:,.0f} MB |",
     ]
 
 
