@@ -14,6 +14,12 @@ versus control, with a 95% CI, stratified by the randomization strata (DESIGN.md
   of adding β·g(t) terms, g = 1 − KM(t−) of all data, centred over the events — computed from the
   same risk-set sums (lifelines' ``proportional_hazard_test`` uses a different method).
 
+* Data that cannot give an estimate give a model that says so instead of a warning or a wrong SE:
+  a covariate constant among the subjects at risk at every event time of every stratum (e.g. each
+  site's few subjects all in one arm) has a NaN coefficient, as R's ``NA``, the others fitted
+  without it; a likelihood without a maximum (separation, e.g. no events in one arm) has every
+  coefficient NaN. Both with a note saying why; the report prints ``None``/"–".
+
 One function (:mod:`cmvtrial.analysis.partial_likelihood`) computes the partial log-likelihood,
 score vector and information matrix for Efron or Breslow ties and any strata; everything but the
 Efron point estimate is built on it.
@@ -24,14 +30,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cmvtrial.analysis.partial_likelihood import RiskSets, newton_raphson
+from cmvtrial.analysis.partial_likelihood import (
+    RiskSets,
+    centred_at_event_times,
+    flat_at_event_times,
+    monotone_direction,
+    newton_raphson,
+)
 from cmvtrial.analysis.validation import (
     arm_levels,
     confidence_level,
@@ -210,8 +222,20 @@ def cox_regression(
         raise InvalidInput(f"covariate {constant[0]!r} takes a single value", field=constant[0])
     if np.linalg.matrix_rank(x - x.mean(axis=0)) < x.shape[1]:
         raise InvalidInput(f"covariates {', '.join(names)} are collinear: a Cox model cannot be fitted", field=names[0])
+    flat = flat_at_event_times(t, e, x, s)
+    if flat.any():  # not estimable: the partial likelihood does not depend on these coefficients
+        kept = {name: covariates[name] for name, is_flat in zip(names, flat, strict=True) if not is_flat}
+        base = (cox_regression(time, event, kept, strata=strata, ties=ties, conf_level=conf_level) if kept
+                else _null_model(t, e, s, strata is not None, ties, conf_level))
+        return _with_not_estimable(base, names)
+    if np.linalg.matrix_rank(centred_at_event_times(t, e, x, s)) < x.shape[1]:
+        raise InvalidInput(f"covariates {', '.join(names)} are collinear within the strata among the subjects at "
+                           "risk at an event: a Cox model cannot be fitted", field=names[0])
 
     data = RiskSets(t, e, x, s)
+    direction = monotone_direction(t, e, x, s)
+    if direction is not None:  # no maximum: the estimate is infinite
+        return _separated(data, names, direction, ties, s if strata is not None else None, conf_level)
     notes: list[str] = []
     if ties == "efron":
         beta, covariance, lifelines_notes = _fit_efron_with_lifelines(t, e, x, s if strata is not None else None)
@@ -253,6 +277,76 @@ def cox_regression(
         proportional_hazards=_zph_test(data, beta, ties, names, t, e),
         conf_level=conf_level,
         notes=tuple(notes),
+    )
+
+
+def _separated(
+    data: RiskSets, names: list[str], direction: np.ndarray, ties: str, strata: np.ndarray | None, conf_level: float
+) -> CoxModel:
+    """The model of a monotone likelihood: every coefficient NaN (not estimable: its estimate is
+    infinite) with a note naming the direction, the Wald, likelihood-ratio and proportional-hazards
+    tests NaN (they need a maximum); the score test, taken at β = 0, stands."""
+    at_null = data.derivatives(np.zeros(len(names)), ties)
+    nan = math.nan
+    p = len(names)
+    if p == 1:
+        limit = "infinity" if direction[0] > 0 else "zero"
+        what = f"the hazard ratio of {names[0]} tends to {limit}"
+    else:
+        what = "the coefficients of " + ", ".join(names) + " diverge"
+    return CoxModel(
+        terms=tuple(CoxTerm(name, nan, nan, nan, nan, nan, nan, nan) for name in names), ties=ties,
+        strata=tuple(sorted(set(strata.tolist()))) if strata is not None else (), n=len(data.x),
+        events=int(sum(group[1].sum() for group in data.groups)), loglik_null=at_null.loglik, loglik=nan,
+        wald=ChiSquareTest(nan, p, nan), likelihood_ratio=ChiSquareTest(nan, p, nan),
+        score=_chi_square(float(at_null.score @ np.linalg.solve(at_null.information, at_null.score)), p),
+        proportional_hazards=ProportionalHazardsTest(
+            terms=tuple((name, ChiSquareTest(nan, 1, nan)) for name in names), global_test=ChiSquareTest(nan, p, nan)),
+        conf_level=conf_level,
+        notes=(f"the partial likelihood has no maximum: {what} (monotone likelihood, e.g. one arm has no events, "
+               "or each event of one arm happens when no subject of the other is still at risk in its stratum); "
+               'not estimable (R: "coefficient may be infinite")',),
+    )
+
+
+def _null_model(
+    t: np.ndarray, e: np.ndarray, s: np.ndarray, stratified: bool, ties: str, conf_level: float
+) -> CoxModel:
+    """The model with no estimable coefficient: the likelihood-ratio and score tests are 0 on 0 df
+    (p = 1) and the Wald test is NA, as R prints them; ``cox.zph`` (an error in R) is NaN."""
+    loglik = RiskSets(t, e, np.zeros((len(t), 1)), s).derivatives(np.zeros(1), ties).loglik
+    missing = ChiSquareTest(math.nan, 0, math.nan)
+    return CoxModel(
+        terms=(), ties=ties, strata=tuple(sorted(set(s.tolist()))) if stratified else (), n=len(t),
+        events=int(e.sum()), loglik_null=loglik, loglik=loglik, wald=missing,
+        likelihood_ratio=ChiSquareTest(0.0, 0, 1.0), score=ChiSquareTest(0.0, 0, 1.0),
+        proportional_hazards=ProportionalHazardsTest(terms=(), global_test=missing), conf_level=conf_level,
+    )
+
+
+def _with_not_estimable(base: CoxModel, names: list[str]) -> CoxModel:
+    """``base`` (fitted without the flat covariates) with those back as NaN terms and a note.
+
+    R's answer when a covariate is constant among the subjects at risk at every event time of every
+    stratum (small strata that randomization happened to fill from one arm, or a single arm left at
+    risk at the event times): its coefficient is NA ("X matrix deemed to be singular"), the others
+    are fitted without it and the tests count only those. Fitting it anyway gives a zero
+    information matrix: a NaN or negative variance, or lifelines failing to invert it.
+    """
+    fitted = {term.name: term for term in base.terms}
+    zph = dict(base.proportional_hazards.terms)
+    nan = math.nan
+    flat = [name for name in names if name not in fitted]
+    one = len(flat) == 1
+    note = (f"{', '.join(flat)} take{'s' if one else ''} one value among the subjects at risk at every event time"
+            f"{' within each stratum' if base.strata else ''} (e.g. each stratum's subjects all in one arm): "
+            f"{'its coefficient is' if one else 'their coefficients are'} not estimable (R: NA)")
+    return replace(
+        base,
+        terms=tuple(fitted.get(name, CoxTerm(name, nan, nan, nan, nan, nan, nan, nan)) for name in names),
+        proportional_hazards=replace(base.proportional_hazards, terms=tuple(
+            (name, zph.get(name, ChiSquareTest(nan, 0, nan))) for name in names)),
+        notes=(*base.notes, note),
     )
 
 

@@ -1,8 +1,8 @@
 """The Cox partial likelihood: log-likelihood, score and information for any strata and ties.
 
 Why a module of its own: every Cox quantity that lifelines does not give (the Breslow fit, the
-score test, ``cox.zph``) is built on the risk sets of each stratum; :mod:`cmvtrial.analysis.cox`
-turns them into a model and its tests.
+score test, ``cox.zph``) and the check that a coefficient is estimable at all are built on the
+risk sets of each stratum; :mod:`cmvtrial.analysis.cox` turns them into a model and its tests.
 """
 
 from __future__ import annotations
@@ -18,6 +18,70 @@ from cmvtrial.errors import InvalidInput
 # R's default stops within 5e-9 of it (statistics.md item 4). Numerical, not a trial number.
 _NR_TOLERANCE = 1e-14
 _NR_MAX_ITERATIONS = 60
+
+
+def at_risk_of_an_event(t: np.ndarray, e: np.ndarray, s: np.ndarray) -> list[np.ndarray]:
+    """Per stratum with an event, the rows at risk at its first event time.
+
+    Why: the risk sets of a stratum are nested, so this largest one holds every risk set the partial
+    likelihood uses. A covariate that does not vary within it (in any stratum) leaves the likelihood
+    flat in its coefficient: the information is zero however β is chosen.
+    """
+    groups = []
+    for stratum in sorted(set(s.tolist())):
+        in_stratum = s == stratum
+        if e[in_stratum].any():
+            groups.append(np.flatnonzero(in_stratum & (t >= t[in_stratum & (e == 1)].min())))
+    return groups
+
+
+def flat_at_event_times(t: np.ndarray, e: np.ndarray, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Covariates that take one value among the subjects at risk in every stratum (exact: no tolerance)."""
+    flat = np.ones(x.shape[1], dtype=bool)
+    for rows in at_risk_of_an_event(t, e, s):
+        flat &= np.ptp(x[rows], axis=0) == 0
+    return flat
+
+
+def centred_at_event_times(t: np.ndarray, e: np.ndarray, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The covariates at risk, centred per stratum: rank-deficient when they are collinear there."""
+    return np.concatenate([x[rows] - x[rows].mean(axis=0) for rows in at_risk_of_an_event(t, e, s)])
+
+
+def monotone_direction(t: np.ndarray, e: np.ndarray, x: np.ndarray, s: np.ndarray) -> np.ndarray | None:
+    """A direction v in which the partial likelihood never falls, or ``None`` when it has a maximum.
+
+    Why: with v·(x_i − x_j) ≥ 0 for every event i and every j at risk at its time (same stratum),
+    each term of the log-likelihood's derivative along v is ≥ 0, so the likelihood climbs for ever
+    (monotone likelihood, "separation": e.g. no events in one arm, or each event of one arm when no
+    subject of the other is at risk) and the estimate is infinite. Fitting it anyway stops wherever
+    the weights underflow, with a meaningless, NaN or negative variance. Flat directions (v·x
+    constant on every risk set) must be excluded first. One covariate: exact, each event against
+    the largest and smallest value at risk (running extremes, linear time). More: a linear
+    programme over all (event, at risk) pairs finds v, which is then checked.
+    """
+    if x.shape[1] == 1:
+        rising = falling = True
+        for rows in at_risk_of_an_event(t, e, s):
+            order = rows[np.argsort(-t[rows], kind="stable")]  # time descending: risk sets grow
+            times, values, events = t[order], x[order, 0], e[order] == 1
+            last_tied = np.searchsorted(-times, -times, side="right") - 1  # ties are at risk together
+            rising &= bool(np.all(values[events] >= np.maximum.accumulate(values)[last_tied][events]))
+            falling &= bool(np.all(values[events] <= np.minimum.accumulate(values)[last_tied][events]))
+        return np.ones(1) if rising else -np.ones(1) if falling else None
+    from scipy.optimize import linprog
+
+    contrasts = np.concatenate([
+        x[event] - x[rows[t[rows] >= t[event]]]
+        for rows in at_risk_of_an_event(t, e, s) for event in rows[e[rows] == 1]
+    ])
+    found = linprog(-contrasts.sum(axis=0), A_ub=-contrasts, b_ub=np.zeros(len(contrasts)),
+                    bounds=[(-1, 1)] * x.shape[1], method="highs")
+    if found.status != 0:
+        return None
+    # Numerical tolerances of the check (relative to the largest contrast), not trial numbers.
+    along, scale = contrasts @ found.x, np.abs(contrasts).max()
+    return found.x if along.min() >= -1e-9 * scale and along.max() > 1e-6 * scale else None
 
 
 @dataclass(frozen=True)
