@@ -23,20 +23,20 @@ import json
 import os
 import platform
 import queue
+import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, make_url, select
+from sqlalchemy import func, select
 
+from bench_databases import postgres_url, sqlite_url
+
+from cmvtrial.config import load_settings
 from cmvtrial.services import accounts, randomization_audit, randomizing, screening, subjects, trial_setup
 from cmvtrial.services.audit_verification import verify_audit
 from cmvtrial.services.unit_of_work import UnitOfWork
@@ -68,31 +68,12 @@ class Result:
                 f"{p50:.0f} | {p95:.0f} |")
 
 
-@contextmanager
-def sqlite_url() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="cmvtrial-bench-") as folder:
-        yield f"sqlite:///{folder}/trial.db"
-
-
-@contextmanager
-def postgres_url(server_url: str) -> Iterator[str]:
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    server = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield make_url(server_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        with server.connect() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        server.dispose()
-
-
-def prepare(url: str, sites: int, subjects: int) -> tuple[object, list[tuple[str, int]]]:
-    """A trial with ``sites`` sites, an investigator each, and ``subjects`` eligible consented subjects."""
+def prepare(url: str, sites: int, count: int) -> tuple[object, list[tuple[str, int]]]:
+    """A trial with ``sites`` sites, an investigator each, and ``count`` eligible consented subjects."""
     now = datetime.now(UTC)
-    database = open_database(url, create=True, require_current=False)
+    # PostgreSQL is not local use: the scheme's seed is sealed under a key, a throwaway one per run.
+    key = os.environ.get("CMVTRIAL_SECRET_KEY") or "bench-" + secrets.token_hex(32)
+    database = open_database(url, load_settings(secret_key=key), create=True, require_current=False)
     trial_setup.initialise_trial(database, PROTOCOL, "admin", PASSWORD, now=now)
     uow = UnitOfWork(database.session_factory)
     admin = accounts.actor_for(uow, "admin")
@@ -107,7 +88,7 @@ def prepare(url: str, sites: int, subjects: int) -> tuple[object, list[tuple[str
         template = subjects.register_subject(uow, investigator, code, "TEMPLATE").id
         screening.enter_screening_data(uow, investigator, template, data)
         screening.record_consent(uow, investigator, template, date.fromisoformat(data["screening_date"]))
-        share = subjects // sites + (1 if index < subjects % sites else 0)
+        share = count // sites + (1 if index < count % sites else 0)
         work += [(username, subject_id) for subject_id in _clone(uow, template, site.id, share)]
     randomizing.setup_scheme(uow, admin, reason="benchmark go-live")
     return database, work
