@@ -67,6 +67,46 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         server.dispose()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def subject_locks_are_taken() -> Iterator[None]:
+    """Every test checks the rule data entry's planning relies on (services/data_entry.py): a
+    transaction that changes a subject or its rows (visits, forms, values, doses, events, queries,
+    proposals …) has locked the subject first (``SubjectRepository.locked``, which raises its
+    ``row_version``). A subject created in the same transaction needs no lock: nobody else sees it."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from cmvtrial.store.tables import Subject
+
+    def check(session: Session, _context: object, _instances: object) -> None:
+        held = session.info.get("locked_subjects", set())
+        created = session.info.get(_CREATED, set())
+        changed = [*session.new, *(row for row in session.dirty if session.is_modified(row)), *session.deleted]
+        for row in changed:
+            subject_id = row.id if isinstance(row, Subject) else getattr(row, "subject_id", None)
+            if isinstance(subject_id, int) and subject_id not in held and subject_id not in created:
+                raise AssertionError(f"a {type(row).__name__} of subject {subject_id} changed in a transaction "
+                                     "that did not lock the subject (uow.subjects.locked)")
+
+    def remember_created(session: Session, _context: object) -> None:
+        created = session.info.setdefault(_CREATED, set())
+        created.update(row.id for row in session.new if isinstance(row, Subject))
+
+    def forget(session: Session, *_: object) -> None:
+        session.info.pop(_CREATED, None)
+
+    listeners = [("before_flush", check), ("after_flush", remember_created), ("after_commit", forget),
+                 ("after_rollback", forget)]
+    for name, listener in listeners:
+        event.listen(Session, name, listener)
+    yield
+    for name, listener in listeners:
+        event.remove(Session, name, listener)
+
+
+_CREATED = "test_subjects_created"
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Argon2id at its lowest cost: the production cost (~0.1 s a hash, on purpose) would dominate

@@ -55,6 +55,7 @@ def add_subject(uow: UnitOfWork, actor: Actor, site_id: int, screening_number: s
 def allocate(uow: UnitOfWork, actor: Actor, subject_id: int, arm_id: str, now: datetime) -> None:
     with uow:
         scheme = randomization_scheme(uow, actor, now)
+        uow.subjects.locked(subject_id)  # as every change of a subject's data does (tests/subject_locks.py)
         uow.session.add(Allocation(subject_id=subject_id, scheme_id=scheme.id, stratum="all", arm_id=arm_id,
                                    method="permuted_blocks", allocated_at=now, allocated_by_user_id=actor.user_id))
         uow.commit()

@@ -214,7 +214,7 @@ def test_the_first_negative_cmv_dna_ends_treatment_cancels_and_schedules(trial):
     # TW2 was planned (a stored event) before the negative result of TW3 arrives
     visits.record_visit(trial.uow, trial.coordinator, trial.il2_subject, "TW2", today=today, on_date=TW1 + timedelta(7))
     with trial.uow:
-        subject = trial.uow.session.get(Subject, trial.il2_subject)
+        subject = trial.uow.subjects.locked(trial.il2_subject)
         ctx = visits.treatment_context(trial.uow, subject)
         events = visits.stored_events(trial.uow, subject.id)
         calendar = visits.calendar_of(ctx, events, today=today, through=today + timedelta(days=14))

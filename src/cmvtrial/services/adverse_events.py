@@ -331,7 +331,8 @@ def event_row_for(uow: UnitOfWork, actor: Actor, action: str, event_id: int,
     row = uow.session.get(AdverseEvent, event_id, with_for_update=lock) if lock else events.get(event_id)
     if row is None:
         raise NotFound(f"no adverse event with id {event_id}", field="adverse_event", value=event_id)
-    subject = uow.subjects.require(row.subject_id)
+    subject = uow.subjects.locked(row.subject_id) if lock else uow.subjects.require(row.subject_id)
+    assert subject is not None  # a foreign key guarantees it
     permissions.require(actor, action, site=subject.site_id)
     return row, subject
 

@@ -300,7 +300,7 @@ def _pending_proposal(uow: UnitOfWork, actor: Actor, action: str,
     row = uow.session.get(LabSafetyProposal, proposal_id, with_for_update=True)
     if row is None:
         raise NotFound(f"no lab safety proposal with id {proposal_id}", field="proposal", value=proposal_id)
-    subject = uow.session.get(Subject, row.subject_id, with_for_update=True)  # it may get a new AE number
+    subject = uow.subjects.locked(row.subject_id)  # it may get a new AE number
     assert subject is not None  # a foreign key guarantees it
     permissions.require(actor, action, site=subject.site_id)
     if row.status != "pending":

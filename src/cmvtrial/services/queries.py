@@ -159,8 +159,10 @@ def _locked_query(uow: UnitOfWork, query_id: int) -> Query:
     return query
 
 
-def _in_scope(uow: UnitOfWork, actor: Actor, action: str, query: Query) -> Subject:
-    subject = uow.session.get(Subject, query.subject_id)
+def _in_scope(uow: UnitOfWork, actor: Actor, action: str, query: Query, *, lock: bool = True) -> Subject:
+    # A change locks the subject, like every change of a subject's data (``row_version`` in
+    # store/tables/subject_data.py).
+    subject = uow.subjects.locked(query.subject_id) if lock else uow.session.get(Subject, query.subject_id)
     assert subject is not None
     permissions.require(actor, action, site=subject.site_id)
     return subject
@@ -319,7 +321,7 @@ def get_query(uow: UnitOfWork, actor: Actor, query_id: int) -> QueryView:
         query = uow.session.get(Query, query_id)
         if query is None:
             raise NotFound(f"no query with id {query_id}", field="query", value=query_id)
-        _in_scope(uow, actor, "query.list", query)
+        _in_scope(uow, actor, "query.list", query, lock=False)
         return _view(uow, query)
 
 

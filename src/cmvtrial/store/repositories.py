@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cmvtrial.errors import NotFound
@@ -113,8 +113,12 @@ class TrialRepository(Repository[Trial]):
         return self.session.get(Trial, 1)
 
 
-_LOCK_SUBJECT = (select(Subject).where(Subject.id == bindparam("id")).with_for_update()
-                 .execution_options(populate_existing=True))
+# A Core UPDATE locks the row on PostgreSQL as SELECT … FOR UPDATE would and raises the row version;
+# the SELECT then loads the row as it is now. (Cheaper than one ORM UPDATE … RETURNING the entity,
+# which SQLAlchemy does not cache as well; this runs on every write of a subject's data.)
+_RAISE_ROW_VERSION = (update(Subject.__table__).where(Subject.__table__.c.id == bindparam("subject_id"))
+                      .values(row_version=Subject.__table__.c.row_version + 1))
+_LOCKED_SUBJECT = select(Subject).where(Subject.id == bindparam("subject_id")).execution_options(populate_existing=True)
 
 
 class SubjectRepository(Repository[Subject]):
@@ -122,14 +126,17 @@ class SubjectRepository(Repository[Subject]):
     noun = "subject"
 
     def locked(self, subject_id: int) -> Subject | None:
-        """The subject, locked until the transaction ends (SELECT … FOR UPDATE on PostgreSQL; SQLite's
-        write transaction holds the database's only write lock). Read from the database once per
-        transaction: the services of one use case (data entry, then its lab review) each ask for the
-        lock, and the row cannot change under a lock already held."""
+        """The subject, locked until the transaction ends (a row lock on PostgreSQL; SQLite's write
+        transaction holds the database's only write lock), its ``row_version`` raised by one. Every
+        use case that changes a subject's data locks the subject first, so a use case that read the
+        subject's data earlier sees from the version whether anything changed since. Read from the
+        database once per transaction: the services of one use case (data entry, then its lab
+        review) each ask for the lock, and the row cannot change under a lock already held."""
         held: set[int] = self.session.info.setdefault("locked_subjects", set())
         if subject_id in held:
             return self.session.get(Subject, subject_id)
-        subject = self.session.scalars(_LOCK_SUBJECT, {"id": subject_id}).one_or_none()
+        self.session.connection().execute(_RAISE_ROW_VERSION, {"subject_id": subject_id})
+        subject = self.session.scalars(_LOCKED_SUBJECT, {"subject_id": subject_id}).one_or_none()
         if subject is not None:
             held.add(subject_id)
         return subject

@@ -16,6 +16,9 @@ ROLES: tuple[str, ...] = ("admin", "investigator", "coordinator", "monitor", "da
 
 #: Column ``info`` marker: the value never goes into the audit trail (an Argon2 hash, a secret seed).
 WITHHELD = {"audit": "withheld"}
+#: Column ``info`` marker: bookkeeping of the database rather than data of the trial (a row's version
+#: counter); the audit trail leaves it out like a withheld value.
+BOOKKEEPING = {"audit": "withheld"}
 
 # Explicit constraint names so migrations can drop what they create on both databases.
 NAMING_CONVENTION = {

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cmvtrial.store.tables.base import WITHHELD, Base, UtcDateTime
+from cmvtrial.store.tables.base import BOOKKEEPING, WITHHELD, Base, UtcDateTime
 
 
 class Subject(Base):
@@ -20,7 +20,11 @@ class Subject(Base):
     (services/data_entry.py), with why. ``end_of_study_date`` is the day the subject left the trial
     (a withdrawal) or completed it (the final visit), ``end_of_study_reason`` the core/disposition.py
     code (``completed``, ``withdrew_consent``, …) and ``end_of_study_details`` the words that go with
-    it (services/end_of_study.py)."""
+    it (services/end_of_study.py). ``row_version`` counts the write transactions that locked the
+    subject (store/repositories.py ``SubjectRepository.locked``): every use case that changes a
+    subject's data locks the subject first, so an unchanged count proves that nothing of the
+    subject changed in between (services/data_entry.py plans an entry before it takes the write
+    lock and checks the count when it has it)."""
 
     __tablename__ = "subjects"
     __audit_entity__ = "subject"
@@ -43,6 +47,7 @@ class Subject(Base):
     end_of_study_date: Mapped[date | None] = mapped_column(Date)
     end_of_study_reason: Mapped[str | None] = mapped_column(String(32))
     end_of_study_details: Mapped[str | None] = mapped_column(Text)
+    row_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0", info=BOOKKEEPING)
 
 
 class StudyEvent(Base):
