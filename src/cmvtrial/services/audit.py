@@ -131,6 +131,11 @@ class AuditRecorder:
         connection.execute(update(AuditChainHead.__table__).where(AuditChainHead.__table__.c.id == 1)
                            .values(last_sequence=self._head[0], last_hash=self._head[1]))
 
+    def has_pending(self) -> bool:
+        """Whether this transaction recorded events or read the chain head (both belong to the
+        transaction that writes them)."""
+        return bool(self._pending) or self._head is not None
+
     def discard(self) -> None:
         """Forget the events not yet written (the transaction is being rolled back)."""
         self._pending, self._head = [], None

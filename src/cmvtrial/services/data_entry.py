@@ -127,15 +127,45 @@ def enter_visit_data(
     """Enter or correct the values of one visit's forms (see the module docstring). ``visit_date``
     defaults to the date already recorded for the visit, else ``today``; ``complete`` marks every
     submitted form (True) or the listed ones complete. ``source`` says where the values came from
-    (``manual``, or ``fhir`` for a hospital's lab results imported by services/lab_import.py)."""
-    from cmvtrial.services import signatures
+    (``manual``, or ``fhir`` for a hospital's lab results imported by services/lab_import.py).
 
+    The checking and planning run in a reading transaction and the writing in a second one, so
+    writers hold the database's write lock only while they write (on SQLite there is one for the
+    whole database; benchmarks/bench_api_load.py). The write transaction locks the subject and
+    proceeds only when the subject's ``row_version`` shows that nothing of the subject changed in
+    between; otherwise the entry is planned again, the last time under the lock from the start."""
     visits.require_date(today, "today")
     if visit_date is not None:
         visits.require_date(visit_date, "visit_date")
     note = visits.clean_reason(reason)
+    for attempt in range(1, PLANNING_ATTEMPTS + 1):
+        try:
+            return _enter(uow, actor, subject_id, visit, forms, today=today, visit_date=visit_date,
+                          complete=complete, note=note, source=source, locked=attempt == PLANNING_ATTEMPTS)
+        except _SubjectChanged:
+            continue
+    raise AssertionError("the last attempt plans under the lock and cannot find the subject changed")
+
+
+#: How many times an entry is planned in all: before the write lock, and again only when another
+#: write for the same subject committed in between; the last time under the lock from the start.
+PLANNING_ATTEMPTS = 3
+
+
+class _SubjectChanged(Exception):
+    """Another use case changed the subject between planning and writing: plan again."""
+
+
+def _enter(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str, forms: Mapping[str, object], *, today: date,
+           visit_date: date | None, complete: bool | Sequence[str], note: str | None, source: str,
+           locked: bool) -> VisitEntry:
+    from cmvtrial.services import signatures
+
     with uow:
-        subject = visits.subject_in_scope(uow, actor, "form.enter", subject_id, lock=True)
+        if not locked:
+            uow.read_first()
+        subject = visits.subject_in_scope(uow, actor, "form.enter", subject_id, lock=locked)
+        planned_version = subject.row_version
         ctx = visits.treatment_context(uow, subject)
         protocol = ctx.protocol
         key = parse_visit_label(protocol, visit)
@@ -168,6 +198,11 @@ def enter_visit_data(
                 event.status == "done" and (event.deviation or None) == (_combined(scheduled, on_date, extra))):
             return _result(ctx, scheduled, on_date, plans, event.deviation, changed=False)
 
+        if not locked:
+            uow.start_writing()
+            current = uow.subjects.locked(subject.id)
+            if current is None or current.row_version != planned_version + 1:
+                raise _SubjectChanged
         event = visits.ensure_event(uow, actor, ctx, events, scheduled, reason=note)
         visits.set_visit_date(uow, actor, ctx, event, scheduled, on_date, reason=note, extra_deviation=extra)
         opened: list[int] = []

@@ -39,7 +39,9 @@ class UnitOfWork:
     """``with uow: … uow.commit()``; each ``with`` is a fresh session and transaction.
 
     ``with uow.reading():`` opens a read-only transaction instead (on SQLite it does not take the
-    write lock, so reports never queue behind writers). A unit of work belongs to one thread at a
+    write lock, so reports never queue behind writers). A use case that checks a lot before it
+    writes can do the checking in a reading transaction and then write in a second one
+    (``read_first`` / ``start_writing``), so writers hold the write lock only while they write. A unit of work belongs to one thread at a
     time: create one per request (they are cheap; the session factory is shared).
     """
 
@@ -113,6 +115,27 @@ class UnitOfWork:
             overflow = translate_overflow(error)
             if overflow is not None:
                 raise overflow from error
+
+    def read_first(self) -> None:
+        """Begin this unit of work with a transaction that only reads (on SQLite it does not take
+        the write lock): the use case checks and plans its change first, then calls
+        ``start_writing()``. Call it before the first statement of the ``with`` block."""
+        try:
+            self.session.connection(execution_options={READ_ONLY: True})
+        except exc.DBAPIError as error:
+            self._raise_translated(error)
+
+    def start_writing(self) -> None:
+        """End the reading transaction of ``read_first()``; the next statement begins the write
+        transaction. What was read stays loaded as it was read, so the caller must prove it is still
+        current once it holds its locks (a subject's ``row_version``, see SubjectRepository.locked)."""
+        if self.audit.has_pending():
+            raise RuntimeError("audit events were recorded while reading; record them after start_writing()")
+        try:
+            self.session.commit()
+        except exc.DBAPIError as error:
+            self._raise_translated(error)
+        self.session.info.pop("locked_subjects", None)
 
     def commit(self) -> None:
         try:
