@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         ge=0,
         description="How long an SQLite writer waits for a lock before giving up (milliseconds).",
     )
+    server_concurrent_writes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Write requests (POST, PUT, PATCH, DELETE) one server process works on at once; the others "
+                    "wait their turn in arrival order. The database takes one writer at a time anyway, and more "
+                    "threads of one process would only compete for Python's interpreter lock: spread load over "
+                    "processes with `cmvtrial serve --workers N` instead.",
+    )
     session_idle_minutes: int = Field(
         default=30,
         ge=1,

@@ -32,6 +32,7 @@ from typing import Literal
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
+from cmvtrial.adapters.api.middleware import SAFE_METHODS
 from cmvtrial.errors import AuthenticationFailed, CsrfRejected, TooManyAttempts
 from cmvtrial.services.permissions import Actor
 
@@ -39,7 +40,6 @@ SESSION_COOKIE = "cmvtrial_session"
 PRESESSION_COOKIE = "cmvtrial_presession"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CSRF_LABEL = b"cmvtrial-csrf-v1"
 
 
