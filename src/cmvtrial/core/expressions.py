@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,7 @@ class CompiledExpression:
         """Evaluate over ``values`` (name -> value; a group's items as a nested mapping or as
         ``"group.item"`` keys). InvalidInput when the values do not fit the expression (e.g. a
         text compared with a number)."""
-        evaluator = _KleeneEvaluator(values)
+        evaluator = _evaluator_for(values)
         evaluator.expr = self.text
         try:
             outcome = evaluator._eval(self._tree.body)
@@ -177,9 +178,29 @@ class CompiledExpression:
                 field="expression",
                 value=self.text,
             ) from None
+        finally:
+            evaluator.busy = False
         if outcome is UNKNOWN:
             return ExpressionResult(None, evaluator.used, frozenset(evaluator.missing))
         return ExpressionResult(outcome, evaluator.used, frozenset())
+
+
+_EVALUATORS = threading.local()
+
+
+def _evaluator_for(values: Mapping[str, object]) -> _KleeneEvaluator:
+    """This thread's evaluator, set to ``values``: building one costs more than most evaluations
+    (simpleeval sets up its tables and checks its functions each time), and a form's edit checks
+    run on every entry. A nested evaluation gets an evaluator of its own."""
+    evaluator: _KleeneEvaluator | None = getattr(_EVALUATORS, "evaluator", None)
+    if evaluator is None or evaluator.busy:
+        evaluator = _KleeneEvaluator(values)
+        if getattr(_EVALUATORS, "evaluator", None) is None:
+            _EVALUATORS.evaluator = evaluator
+    else:
+        evaluator.reset(values)
+    evaluator.busy = True
+    return evaluator
 
 
 class _KleeneEvaluator(simpleeval.EvalWithCompoundTypes):
@@ -187,10 +208,15 @@ class _KleeneEvaluator(simpleeval.EvalWithCompoundTypes):
 
     def __init__(self, values: Mapping[str, object]) -> None:
         super().__init__(operators=_OPERATORS, functions=dict(FUNCTIONS), names={})
+        self.nodes[ast.Attribute] = self._eval_attribute_name
+        self.busy = False
+        self.reset(values)
+
+    def reset(self, values: Mapping[str, object]) -> None:
+        self._max_count = 0  # simpleeval's comprehension budget, per evaluation as its eval() does
         self.values = values
         self.used: dict[str, object] = {}
         self.missing: set[str] = set()
-        self.nodes[ast.Attribute] = self._eval_attribute_name
 
     # names ---------------------------------------------------------------------------------
     def _lookup(self, name: str) -> object:
