@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from cmvtrial.core.audit_chain import canonical_json, event_hash
@@ -65,6 +65,13 @@ def _audited_columns(table: type[Base]) -> tuple[str, ...]:
     """A mapped class's column attributes the trail shows (all but the withheld ones), in order."""
     return tuple(column.key for column in sa_inspect(table).column_attrs
                  if column.columns[0].info.get("audit") != "withheld")
+
+
+_CHAIN_HEAD = AuditChainHead.__table__
+_LOCK_CHAIN_HEAD = (select(_CHAIN_HEAD.c.last_sequence, _CHAIN_HEAD.c.last_hash).where(_CHAIN_HEAD.c.id == 1)
+                    .with_for_update())
+_MOVE_CHAIN_HEAD = (update(_CHAIN_HEAD).where(_CHAIN_HEAD.c.id == 1)
+                    .values(last_sequence=bindparam("sequence"), last_hash=bindparam("hash")))
 
 
 class AuditRecorder:
@@ -128,8 +135,7 @@ class AuditRecorder:
         rows, self._pending = self._pending, []
         connection = self.session.connection()
         connection.execute(AuditEvent.__table__.insert(), rows)
-        connection.execute(update(AuditChainHead.__table__).where(AuditChainHead.__table__.c.id == 1)
-                           .values(last_sequence=self._head[0], last_hash=self._head[1]))
+        connection.execute(_MOVE_CHAIN_HEAD, {"sequence": self._head[0], "hash": self._head[1]})
 
     def has_pending(self) -> bool:
         """Whether this transaction recorded events or read the chain head (both belong to the
@@ -144,10 +150,8 @@ class AuditRecorder:
         """The head, read once per transaction under a lock (SELECT … FOR UPDATE on PostgreSQL; on
         SQLite the write transaction's BEGIN IMMEDIATE already holds the only write lock)."""
         if self._head is None:
-            table = AuditChainHead.__table__
             # Through the connection: a Core read needs no autoflush of the caller's pending changes.
-            row = self.session.connection().execute(select(table.c.last_sequence, table.c.last_hash)
-                                                    .where(table.c.id == 1).with_for_update()).one_or_none()
+            row = self.session.connection().execute(_LOCK_CHAIN_HEAD).one_or_none()
             if row is None:
                 raise RuntimeError("the audit chain head row is missing; the database was not migrated by cmvtrial")
             self._head = (int(row[0]), str(row[1]))

@@ -40,7 +40,7 @@ from cmvtrial.services import visits
 from cmvtrial.services.audit import snapshot
 from cmvtrial.services.end_of_treatment import EndOfTreatmentChange, sync_end_of_treatment
 from cmvtrial.services.permissions import Actor
-from cmvtrial.services.queries import sync_edit_check_queries
+from cmvtrial.services.queries import live_edit_check_queries, sync_edit_check_queries
 from cmvtrial.services.unit_of_work import UnitOfWork
 from cmvtrial.services.visit_data import baseline_visit, cmv_items, cmv_results, sample_date_item, uln_items
 from cmvtrial.services.visit_entry_plan import (
@@ -198,10 +198,14 @@ def _enter(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str, forms: Ma
                 event.status == "done" and (event.deviation or None) == (_combined(scheduled, on_date, extra))):
             return _result(ctx, scheduled, on_date, plans, event.deviation, changed=False)
 
+        # Read now, while planning: the subject's row version covers them (queries and signatures
+        # change only under the subject's lock), and the write transaction stays short.
+        live_queries = {index: live_edit_check_queries(uow, plan.instance.id)
+                        for index, plan in enumerate(plans) if plan.instance is not None}
+        signed = signatures.valid_signatures(uow, event) if event is not None else []
         if not locked:
             uow.start_writing()
-            current = uow.subjects.locked(subject.id)
-            if current is None or current.row_version != planned_version + 1:
+            if not uow.subjects.locked_if_unchanged(subject, planned_version):
                 raise _SubjectChanged
         event = visits.ensure_event(uow, actor, ctx, events, scheduled, reason=note)
         visits.set_visit_date(uow, actor, ctx, event, scheduled, on_date, reason=note, extra_deviation=extra)
@@ -209,11 +213,11 @@ def _enter(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str, forms: Ma
         closed: list[int] = []
         reviews: list[str] = []
         not_graded: list[str] = []
-        for plan in plans:
+        for index, plan in enumerate(plans):
             instance = _write_form(uow, actor, ctx, event, plan, note)
             written = _write_items(uow, actor, ctx, instance, plan, note, source)
             o, c = sync_edit_check_queries(uow, actor, ctx.subject, instance, plan.entry.findings, written,
-                                           data_changed=plan.data_changed)
+                                           data_changed=plan.data_changed, live=live_queries.get(index, []))
             opened += o
             closed += c
             proposed, ungraded = _review_labs(uow, actor, ctx, plan, written, on_date, today, events, event)
@@ -223,7 +227,7 @@ def _enter(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str, forms: Ma
         if any(plan.data_changed for plan in plans) or date_changes:
             changed_items = [f"{plan.form.id}.{path}" for plan in plans for path in _changed_paths(plan)]
             invalidated = signatures.invalidate_visit_signatures(
-                uow, actor, ctx, event, what=", ".join(changed_items) or f"the date of {scheduled.label}")
+                uow, actor, ctx, event, what=", ".join(changed_items) or f"the date of {scheduled.label}", valid=signed)
         eot = _apply_stop_rule(uow, actor, ctx, events, note, today) if _stop_rule_inputs_changed(
             protocol, plans, date_changes) else None
         result = _result(ctx, scheduled, on_date, plans, event.deviation, changed=True, opened=opened, closed=closed,

@@ -101,6 +101,11 @@ _LIVE_EDIT_CHECK_QUERIES = select(Query).where(
     Query.form_instance_id == bindparam("instance"), Query.origin == ORIGIN_EDIT_CHECK, Query.status != CLOSED)
 
 
+def live_edit_check_queries(uow: UnitOfWork, instance_id: int) -> list[Query]:
+    """A form instance's edit-check queries that are not closed."""
+    return list(uow.session.scalars(_LIVE_EDIT_CHECK_QUERIES, {"instance": instance_id}))
+
+
 def sync_edit_check_queries(
     uow: UnitOfWork,
     actor: Actor,
@@ -110,17 +115,19 @@ def sync_edit_check_queries(
     rows: Mapping[str, ItemValue],
     *,
     data_changed: bool,
+    live: Sequence[Query] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Open a query per finding that has none open yet; when the form's data changed, close the
-    edit-check queries whose finding is gone. Returns (opened ids, closed ids)."""
-    existing = list(uow.session.scalars(_LIVE_EDIT_CHECK_QUERIES, {"instance": instance.id}))
+    edit-check queries whose finding is gone. Returns (opened ids, closed ids). ``live`` are the
+    form's open edit-check queries when the caller read them already (``live_edit_check_queries``)."""
+    existing = live_edit_check_queries(uow, instance.id) if live is None else live
     row_paths = {row.id: path for path, row in rows.items()}
-    live = {(query.edit_check_id, row_paths.get(query.item_value_id or -1)): query for query in existing}
+    by_key = {(query.edit_check_id, row_paths.get(query.item_value_id or -1)): query for query in existing}
     wanted = {_finding_key(finding): finding for finding in findings}
     now = uow.clock()
     opened, closed = [], []
     for key, finding in wanted.items():
-        if key in live:
+        if key in by_key:
             continue
         row = rows.get(key[1] or "")
         query = Query(subject_id=subject.id, form_instance_id=instance.id, item_value_id=row.id if row else None,
@@ -132,7 +139,7 @@ def sync_edit_check_queries(
                          site_id=subject.site_id)
         opened.append(query.id)
     if data_changed:
-        for key, query in live.items():
+        for key, query in by_key.items():
             if key in wanted:
                 continue
             before = snapshot(query)

@@ -23,6 +23,7 @@ Only an investigator of the subject's site signs, and only a visit whose forms a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,16 +110,19 @@ _VALID_SIGNATURES = (select(Signature).where(Signature.study_event_id == bindpar
                                              Signature.invalidated_at.is_(None)).order_by(Signature.id))
 
 
-def _valid_signatures(uow: UnitOfWork, event: StudyEvent) -> list[Signature]:
+def valid_signatures(uow: UnitOfWork, event: StudyEvent) -> list[Signature]:
+    """The signatures of ``event`` not voided yet."""
     return list(uow.session.scalars(_VALID_SIGNATURES, {"event": event.id}))
 
 
 def invalidate_visit_signatures(uow: UnitOfWork, actor: Actor, ctx: TreatmentContext, event: StudyEvent, *,
-                                what: str) -> list[str]:
+                                what: str, valid: Sequence[Signature] | None = None) -> list[str]:
     """Void every valid signature of ``event`` because ``what`` changed (inside the caller's
-    transaction); one sentence per voided signature, to show the user."""
+    transaction); one sentence per voided signature, to show the user. ``valid`` are the event's
+    valid signatures when the caller read them already (under the subject's lock, or before it
+    with the subject's ``row_version`` checked since)."""
     messages = []
-    for signature in _valid_signatures(uow, event):
+    for signature in valid_signatures(uow, event) if valid is None else valid:
         before = snapshot(signature)
         signature.invalidated_at = uow.clock()
         signature.invalidated_reason = f"data changed after signing: {what}"[:2000]
@@ -170,7 +174,7 @@ def sign_visit(uow: UnitOfWork, actor: Actor, subject_id: int, visit: str, *, pa
                           field="visit", value=label)
         _reauthenticate(uow, actor, ctx, label, password)
         digest = visit_digest(uow, event)
-        for earlier in _valid_signatures(uow, event):
+        for earlier in valid_signatures(uow, event):
             if earlier.record_sha256 == digest:
                 raise Refused(f"{label} of subject {ctx.label} is already signed ({earlier.meaning}, "
                               f"{earlier.signed_at:%Y-%m-%d %H:%M} UTC) and has not changed since",

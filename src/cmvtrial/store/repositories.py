@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cmvtrial.errors import NotFound
 from cmvtrial.store.tables import (
@@ -119,6 +120,10 @@ class TrialRepository(Repository[Trial]):
 _RAISE_ROW_VERSION = (update(Subject.__table__).where(Subject.__table__.c.id == bindparam("subject_id"))
                       .values(row_version=Subject.__table__.c.row_version + 1))
 _LOCKED_SUBJECT = select(Subject).where(Subject.id == bindparam("subject_id")).execution_options(populate_existing=True)
+_RAISE_ROW_VERSION_FROM = (update(Subject.__table__)
+                           .where(Subject.__table__.c.id == bindparam("subject_id"),
+                                  Subject.__table__.c.row_version == bindparam("version"))
+                           .values(row_version=Subject.__table__.c.row_version + 1))
 
 
 class SubjectRepository(Repository[Subject]):
@@ -140,6 +145,19 @@ class SubjectRepository(Repository[Subject]):
         if subject is not None:
             held.add(subject_id)
         return subject
+
+    def locked_if_unchanged(self, subject: Subject, version: int) -> bool:
+        """Lock ``subject`` (as ``locked``) if its ``row_version`` is still ``version``, the one read
+        before: then nothing of the subject changed since, and the loaded row is current (one
+        statement, no reload). False, with nothing locked, when it changed."""
+        held: set[int] = self.session.info.setdefault("locked_subjects", set())
+        result = self.session.connection().execute(_RAISE_ROW_VERSION_FROM,
+                                                   {"subject_id": subject.id, "version": version})
+        if result.rowcount != 1:
+            return False
+        set_committed_value(subject, "row_version", version + 1)
+        held.add(subject.id)
+        return True
 
     def by_screening_number(self, site_id: int, screening_number: str) -> Subject | None:
         query = select(Subject).where(Subject.site_id == site_id, Subject.screening_number == screening_number)
