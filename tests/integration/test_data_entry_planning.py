@@ -1,8 +1,9 @@
-"""Data entry plans before it writes (services/data_entry.py): the checking and planning run in a
-reading transaction, the writing in a second one that proceeds only when the subject's
+"""Data entry plans before it writes (services/data_entry.py): on SQLite the checking and planning
+run in a reading transaction, the writing in a second one that proceeds only when the subject's
 ``row_version`` shows nothing of the subject changed in between — otherwise the entry is planned
 again. These tests put another write between the two transactions and check that nothing is lost
-or overwritten unseen, and that a write of another subject costs no second plan."""
+or overwritten unseen, and that a write of another subject costs no second plan. On PostgreSQL,
+which locks rows, the entry plans under the subject's lock in one transaction."""
 
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ def test_the_row_version_is_not_in_the_audit_trail(trial):
     assert texts and not any("row_version" in text for text in texts)
 
 
+#: The planning window exists on SQLite only (the database's single write lock); these tests run there.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def test_sqlite_plans_before_the_write_lock_and_postgresql_under_the_subjects_lock(trial, monkeypatch):
+    calls = plans_with_a_write_in_between(monkeypatch, lambda: None)
+    assert enter(trial, HEMATOLOGY).changed
+    assert len(calls) == (1 if trial.uow.session_factory.kw["bind"].dialect.name == "sqlite" else 0)
+
+
+@SQLITE_ONLY
 def test_an_entry_planned_before_another_write_of_the_subject_is_planned_again(trial, monkeypatch):
     enter(trial, HEMATOLOGY)
     calls = plans_with_a_write_in_between(monkeypatch, lambda: enter(trial, {**HEMATOLOGY, "platelets": 150}))
@@ -98,6 +110,7 @@ def test_an_entry_planned_before_another_write_of_the_subject_is_planned_again(t
     assert verify_audit(trial.uow).ok
 
 
+@SQLITE_ONLY
 def test_a_write_for_another_subject_in_between_needs_no_second_plan(trial, monkeypatch):
     enter(trial, HEMATOLOGY)
     calls = plans_with_a_write_in_between(monkeypatch, lambda: enter(trial, HEMATOLOGY, subject=trial.gcv_subject))
@@ -106,6 +119,7 @@ def test_a_write_for_another_subject_in_between_needs_no_second_plan(trial, monk
     assert stored_platelets(trial) == (175.0, 2)
 
 
+@SQLITE_ONLY
 def test_an_entry_whose_subject_keeps_changing_is_planned_under_the_lock_at_last(trial, monkeypatch):
     enter(trial, HEMATOLOGY)
     original = UnitOfWork.start_writing

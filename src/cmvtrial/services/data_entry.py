@@ -129,16 +129,19 @@ def enter_visit_data(
     submitted form (True) or the listed ones complete. ``source`` says where the values came from
     (``manual``, or ``fhir`` for a hospital's lab results imported by services/lab_import.py).
 
-    The checking and planning run in a reading transaction and the writing in a second one, so
-    writers hold the database's write lock only while they write (on SQLite there is one for the
-    whole database; benchmarks/bench_api_load.py). The write transaction locks the subject and
-    proceeds only when the subject's ``row_version`` shows that nothing of the subject changed in
-    between; otherwise the entry is planned again, the last time under the lock from the start."""
+    On SQLite, which lets one transaction write at a time, the checking and planning run in a
+    reading transaction and the writing in a second one, so writers hold the database's write lock
+    only while they write (benchmarks/bench_api_load.py). The write transaction locks the subject
+    and proceeds only when the subject's ``row_version`` shows that nothing of the subject changed
+    in between; otherwise the entry is planned again, the last time under the lock from the start.
+    PostgreSQL locks rows, not the database: there the entry plans under the subject's lock in one
+    transaction (one round trip of BEGIN and COMMIT less)."""
     visits.require_date(today, "today")
     if visit_date is not None:
         visits.require_date(visit_date, "visit_date")
     note = visits.clean_reason(reason)
-    for attempt in range(1, PLANNING_ATTEMPTS + 1):
+    first = 1 if uow.one_writer_at_a_time else PLANNING_ATTEMPTS
+    for attempt in range(first, PLANNING_ATTEMPTS + 1):
         try:
             return _enter(uow, actor, subject_id, visit, forms, today=today, visit_date=visit_date,
                           complete=complete, note=note, source=source, locked=attempt == PLANNING_ATTEMPTS)

@@ -116,6 +116,13 @@ class UnitOfWork:
             if overflow is not None:
                 raise overflow from error
 
+    @property
+    def one_writer_at_a_time(self) -> bool:
+        """Whether the database lets one transaction write at a time (SQLite), so that a use case
+        does well to check and plan before it takes the write lock; PostgreSQL locks rows."""
+        bind: Any = self.session_factory.kw.get("bind") if hasattr(self.session_factory, "kw") else None
+        return bind is not None and bind.dialect.name == "sqlite"
+
     def read_first(self) -> None:
         """Begin this unit of work with a transaction that only reads (on SQLite it does not take
         the write lock): the use case checks and plans its change first, then calls
