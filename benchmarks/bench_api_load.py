@@ -3,7 +3,7 @@ subprocess on 127.0.0.1: sustained writes per second and p50/p99 latency, on SQL
 --pg URL) on PostgreSQL.
 
     .venv/bin/python benchmarks/bench_api_load.py [--pg postgresql+psycopg://user@host:5432/db]
-        [--clients 8] [--seconds 15] [--warmup 3] [--subjects 32] [--workers 1,2] [--write]
+        [--clients 8] [--seconds 15] [--warmup 3] [--subjects 32] [--workers 1,2] [--repeat 1] [--write]
 
 What one write is: ``POST /api/v1/subjects/{id}/visits/BL/data`` with a complete blood count whose
 values differ from what is stored, as a site's lab import would send it, authenticated by a bearer
@@ -22,7 +22,10 @@ clock runs out. Requests in the first ``--warmup`` seconds are not counted. Ever
 the deadline and ``MAX_REQUESTS``) and talks to 127.0.0.1 only. Afterwards the audit chain is
 verified and the number of ``item_value.create``/``update`` events checked against the writes counted.
 
-``--write`` replaces this benchmark's rows in docs/benchmarks.md (between its markers).
+``--repeat N`` runs every configuration N times (a fresh database and server each time) and prints
+the median writes/s of each: a shared virtual machine's speed drifts by a fifth and more from one
+minute to the next, so one run says little. ``--write`` replaces this benchmark's rows in
+docs/benchmarks.md (between its markers).
 """
 
 from __future__ import annotations
@@ -304,6 +307,14 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {model}"
 
 
+def medians(results: list[Result]) -> dict[tuple[str, int], list[float]]:
+    """Writes/s of every run, by database and server processes."""
+    rates: dict[tuple[str, int], list[float]] = {}
+    for result in results:
+        rates.setdefault((result.backend, result.workers), []).append(result.per_second)
+    return rates
+
+
 def write_rows(rows: list[str]) -> None:
     text = DOCS.read_text(encoding="utf-8")
     if START_MARK not in text:
@@ -322,10 +333,13 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=32, help="randomized subjects the clients write for")
     parser.add_argument("--workers", default="1,2",
                         help="server processes (`cmvtrial serve --workers`), a comma list: one run each")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every configuration (medians printed)")
     parser.add_argument("--write", action="store_true", help="replace this benchmark's rows in docs/benchmarks.md")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 600 or args.subjects < args.clients:
         parser.error("1-256 clients, at most 600 s, and at least one subject per client")
+    if not 1 <= args.repeat <= 20:
+        parser.error("--repeat: 1 to 20 runs")
     try:
         worker_counts = [int(part) for part in args.workers.split(",")]
     except ValueError:
@@ -333,13 +347,15 @@ def main() -> None:
     if not all(1 <= count <= 16 for count in worker_counts):
         parser.error("--workers: 1 to 16 server processes")
     results = []
-    for workers in worker_counts:
-        args.workers = workers
-        with sqlite_url("cmvtrial-bench-api-") as url:
-            results.append(run("SQLite (WAL, file)", url, args))
-        if args.pg:
-            with postgres_url(args.pg) as url:
-                results.append(run("PostgreSQL", url, args))
+    for _ in range(args.repeat):
+        for workers in worker_counts:
+            args.workers = workers
+            with sqlite_url("cmvtrial-bench-api-") as url:
+                results.append(run("SQLite (WAL, file)", url, args))
+            if args.pg:
+                with postgres_url(args.pg) as url:
+                    results.append(run("PostgreSQL", url, args))
+    results.sort(key=lambda result: (result.workers, result.backend != "SQLite (WAL, file)"))
     rows = [result.row(machine()) for result in results]
     print(f"load average after the runs (1/5/15 min): {' / '.join(f'{value:.1f}' for value in os.getloadavg())}")
     print("| date | machine | database | clients | server processes | writes | writes/s | p50 | p99 | server CPU a write | errors |")
@@ -349,6 +365,10 @@ def main() -> None:
         print(result.cpu_note())
         if result.errors:
             print(f"{result.backend}: errors {result.errors}", file=sys.stderr)
+    if args.repeat > 1:
+        for (backend, workers), rates in medians(results).items():
+            print(f"{backend}, {workers} server process(es): median {statistics.median(rates):,.0f} writes/s "
+                  f"over {len(rates)} runs ({min(rates):,.0f}–{max(rates):,.0f})")
     if args.write:
         write_rows(rows)
 
