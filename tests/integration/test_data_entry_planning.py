@@ -140,6 +140,22 @@ def test_an_entry_whose_subject_keeps_changing_is_planned_under_the_lock_at_last
     assert stored_platelets(trial) == (175.0, 2)
 
 
+@SQLITE_ONLY
+def test_nothing_is_written_in_the_reading_transaction(trial):
+    """A change made while planning would be committed by the reading transaction, outside the
+    queue of writers: start_writing refuses it, and the audit events likewise."""
+    with trial.uow:
+        trial.uow.read_first()
+        trial.uow.session.get(Subject, trial.il2_subject).consent_date = date(2025, 1, 2)
+        with pytest.raises(RuntimeError, match="changed while reading"):
+            trial.uow.start_writing()
+    with trial.uow:
+        trial.uow.read_first()
+        trial.uow.audit.record(trial.admin, "test.event", ("subject", trial.il2_subject))
+        with pytest.raises(RuntimeError, match="recorded while reading"):
+            trial.uow.start_writing()
+
+
 def test_a_change_of_a_subject_without_its_lock_fails_the_suite(trial):
     """The rule the planning relies on is checked in every test (tests/conftest.py)."""
     with pytest.raises(AssertionError, match="did not lock the subject"):

@@ -138,6 +138,10 @@ class UnitOfWork:
         current once it holds its locks (a subject's ``row_version``, see SubjectRepository.locked)."""
         if self.audit.has_pending():
             raise RuntimeError("audit events were recorded while reading; record them after start_writing()")
+        session = self.session
+        if session.new or session.deleted or any(session.is_modified(row) for row in session.dirty):
+            # Committing would write them in the reading transaction, outside the writers' queue.
+            raise RuntimeError("rows were changed while reading; change them after start_writing()")
         try:
             self.session.commit()
         except exc.DBAPIError as error:
