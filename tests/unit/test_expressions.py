@@ -209,3 +209,26 @@ def test_a_known_verdict_never_changes_when_missing_values_arrive(known, filler)
 def test_known_values_agree_with_python(a, b, c):
     for text in ("a < b <= c", "a + b * c", "a - b > c or a == c", "not (a >= b) and c != a", "abs(a) // 7"):
         assert value(text, a=a, b=b, c=c) == eval(text, {"abs": abs}, {"a": a, "b": b, "c": c})  # noqa: S307
+
+
+def test_a_reused_evaluator_keeps_nothing_from_the_last_evaluation():
+    """Each thread keeps one evaluator (core/expressions.py); what one evaluation used or missed,
+    and a refusal half-way, must not leak into the next."""
+    compiled = compile_expression("a > 1 and b > 1")
+    first = compiled.evaluate({"a": 2})
+    assert first.value is None and first.missing == frozenset({"b"}) and first.used == {"a": 2}
+    with pytest.raises(InvalidInput):
+        compiled.evaluate({"a": "text", "b": 2})
+    second = compiled.evaluate({"a": 2, "b": 3})
+    assert second.value is True and second.missing == frozenset() and second.used == {"a": 2, "b": 3}
+    assert first.used == {"a": 2}  # the earlier result keeps its own record
+
+
+def test_evaluations_in_several_threads_do_not_mix():
+    from concurrent.futures import ThreadPoolExecutor
+
+    compiled = compile_expression("x * 2 == y")
+    cases = [({"x": n, "y": 2 * n if n % 3 else n}, n % 3 != 0) for n in range(1, 400)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda case: compiled.evaluate(case[0]).value, cases))
+    assert answers == [expected for _, expected in cases]

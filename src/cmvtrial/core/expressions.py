@@ -192,13 +192,14 @@ def _evaluator_for(values: Mapping[str, object]) -> _KleeneEvaluator:
     """This thread's evaluator, set to ``values``: building one costs more than most evaluations
     (simpleeval sets up its tables and checks its functions each time), and a form's edit checks
     run on every entry. A nested evaluation gets an evaluator of its own."""
-    evaluator: _KleeneEvaluator | None = getattr(_EVALUATORS, "evaluator", None)
-    if evaluator is None or evaluator.busy:
-        evaluator = _KleeneEvaluator(values)
-        if getattr(_EVALUATORS, "evaluator", None) is None:
-            _EVALUATORS.evaluator = evaluator
+    kept: _KleeneEvaluator | None = getattr(_EVALUATORS, "evaluator", None)
+    if kept is not None and not kept.busy:
+        kept.reset(values)
+        evaluator = kept
     else:
-        evaluator.reset(values)
+        evaluator = _KleeneEvaluator(values)
+        if kept is None:
+            _EVALUATORS.evaluator = evaluator
     evaluator.busy = True
     return evaluator
 

@@ -41,8 +41,9 @@ class UnitOfWork:
     ``with uow.reading():`` opens a read-only transaction instead (on SQLite it does not take the
     write lock, so reports never queue behind writers). A use case that checks a lot before it
     writes can do the checking in a reading transaction and then write in a second one
-    (``read_first`` / ``start_writing``), so writers hold the write lock only while they write. A unit of work belongs to one thread at a
-    time: create one per request (they are cheap; the session factory is shared).
+    (``read_first`` / ``start_writing``), so writers hold the write lock only while they write.
+    A unit of work belongs to one thread at a time: create one per request (they are cheap; the
+    session factory is shared).
     """
 
     session: Session
